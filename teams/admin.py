@@ -1,0 +1,79 @@
+from typing import Any
+
+from django.contrib import admin, messages
+from django.http import HttpRequest
+from rest_framework_api_key.admin import APIKeyModelAdmin
+
+from teams.keys import create_key
+from teams.models import Tag, Team, TeamAPIKey
+from teams.tags import move_tag
+
+
+@admin.register(Team)
+class TeamAdmin(admin.ModelAdmin):
+    list_display = ["id", "name", "time_zone", "created"]
+    search_fields = ["name"]
+    readonly_fields = ["created"]
+
+
+@admin.register(Tag)
+class TagAdmin(admin.ModelAdmin):
+    list_display = ["uid", "team", "created_at", "owner_since"]
+    list_filter = ["team"]
+    search_fields = ["uid"]
+    list_select_related = ["team"]
+    readonly_fields = ["owner_since"]
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Tag | None = None) -> list[str]:
+        if obj is None:
+            return self.readonly_fields
+        return ["uid", *self.readonly_fields]
+
+    def save_model(self, request: HttpRequest, obj: Tag, form: Any, change: bool) -> None:
+        if change and "team" in form.changed_data:
+            new_team = obj.team
+            obj.team_id = form.initial["team"]
+            move_tag(obj, new_team)
+            messages.info(
+                request,
+                f"Tag {obj.uid} now belongs to {new_team}; its earlier taps stay with "
+                "the team that had it.",
+            )
+            return
+        super().save_model(request, obj, form, change)
+
+
+@admin.register(TeamAPIKey)
+class TeamAPIKeyAdmin(APIKeyModelAdmin):
+    list_display = [*APIKeyModelAdmin.list_display, "team", "scope"]
+    list_filter = ["team", "scope", "revoked", "created"]
+    list_select_related = ["team"]
+    fields = ["team", "name", "scope", "expiry_date", "revoked", "prefix"]
+
+    def get_readonly_fields(
+        self, request: HttpRequest, obj: TeamAPIKey | None = None
+    ) -> tuple[str, ...]:
+        fields = tuple(super().get_readonly_fields(request, obj))
+        if obj is not None:
+            fields += ("team", "scope")
+        return fields
+
+    def save_model(
+        self, request: HttpRequest, obj: TeamAPIKey, form: Any = None, change: bool = False
+    ) -> None:
+        if change:
+            obj.save()
+            return
+        issued = create_key(obj.team, name=obj.name, scope=obj.scope, expires_at=obj.expiry_date)
+        # The admin goes on with ``obj`` (log entry, redirect): make it the saved key.
+        obj.pk = issued.api_key.pk
+        obj.prefix = issued.api_key.prefix
+        obj.hashed_key = issued.api_key.hashed_key
+        obj.created = issued.api_key.created
+        obj._state.adding = False
+        obj._state.db = issued.api_key._state.db
+        messages.warning(
+            request,
+            f"The API key for {obj.name} is: {issued.plaintext} — store it now: it is "
+            "kept only hashed and will not be shown again.",
+        )

@@ -1,0 +1,78 @@
+"""DRF authentication and permission for team API keys (SPEC 5).
+
+A key comes as ``X-Api-Key: <key>`` (the seed's header) or ``Authorization: Api-Key <key>``.
+Authentication resolves it once to a ``TeamAuth`` on ``request.auth``; views say which
+scope they need with ``required_scope``.
+"""
+
+from dataclasses import dataclass
+
+from rest_framework import exceptions
+from rest_framework.authentication import BaseAuthentication
+from rest_framework.permissions import BasePermission
+from rest_framework.request import Request
+
+from teams.keys import KeyRejected, resolve_key
+from teams.models import Scope, Team, TeamAPIKey
+
+AUTH_SCHEME = "Api-Key"
+
+
+@dataclass(frozen=True)
+class TeamAuth:
+    key: TeamAPIKey
+
+    @property
+    def team(self) -> Team:
+        return self.key.team
+
+    @property
+    def scope(self) -> str:
+        return self.key.scope
+
+
+def presented_key(request: Request) -> str | None:
+    header = request.META.get("HTTP_X_API_KEY")
+    if header is not None:
+        return header.strip()
+    authorization = request.META.get("HTTP_AUTHORIZATION", "")
+    scheme, _, credentials = authorization.partition(" ")
+    if scheme.lower() == AUTH_SCHEME.lower():
+        return credentials.strip()
+    return None
+
+
+class TeamAPIKeyAuthentication(BaseAuthentication):
+    def authenticate(self, request: Request) -> tuple[None, TeamAuth] | None:
+        plaintext = presented_key(request)
+        if plaintext is None:
+            return None
+        if not plaintext:
+            raise exceptions.AuthenticationFailed("The API key header is empty.")
+        try:
+            api_key = resolve_key(plaintext)
+        except KeyRejected as rejection:
+            raise exceptions.AuthenticationFailed(str(rejection)) from None
+        return None, TeamAuth(api_key)
+
+    def authenticate_header(self, request: Request) -> str:
+        return AUTH_SCHEME
+
+
+class HasScope(BasePermission):
+    """Needs a team key whose scope is the view's ``required_scope`` (default: read;
+    None: any scope)."""
+
+    def has_permission(self, request: Request, view: object) -> bool:
+        auth = request.auth
+        if not isinstance(auth, TeamAuth):
+            raise exceptions.NotAuthenticated(
+                "Send your team's API key in the X-Api-Key header "
+                "(or as Authorization: Api-Key <key>)."
+            )
+        required = getattr(view, "required_scope", Scope.READ)
+        if required is not None and auth.scope != required:
+            raise exceptions.PermissionDenied(
+                f"This key's scope is {auth.scope!r}; this endpoint needs a {required!r} key."
+            )
+        return True

@@ -1,0 +1,81 @@
+"""Issuing, revoking and resolving team API keys (SPEC 5).
+
+A key is shown once, when ``create_key`` returns it; only its SHA-512 hash is stored.
+Lookups read the database on every request, so a revocation or an expiry takes effect on
+the very next request in every worker.
+"""
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from django.db import transaction
+from django.utils import timezone
+
+from teams.models import Scope, Team, TeamAPIKey
+
+
+class KeyRejected(Exception):
+    """The presented key cannot be used; the message is safe to show (it never holds the key)."""
+
+
+@dataclass(frozen=True)
+class IssuedKey:
+    api_key: TeamAPIKey
+    plaintext: str
+
+
+def create_key(
+    team: Team,
+    *,
+    name: str = "default",
+    scope: str = Scope.READ,
+    expires_at: datetime | None = None,
+    revoke_same_name: bool = False,
+) -> IssuedKey:
+    """Issue a key for a team; the plaintext is in the result and nowhere else.
+
+    ``revoke_same_name`` first revokes the team's other keys of that name (so the quick
+    start does not pile up demo keys).
+    """
+    if scope not in Scope.values:
+        raise ValueError(f"scope must be one of {', '.join(Scope.values)}, not {scope!r}")
+    with transaction.atomic():
+        if revoke_same_name:
+            TeamAPIKey.objects.filter(team=team, name=name, revoked=False).update(revoked=True)
+        api_key, plaintext = TeamAPIKey.objects.create_key(
+            team=team, name=name, scope=scope, expiry_date=expires_at
+        )
+    return IssuedKey(api_key, plaintext)
+
+
+def revoke_key(prefix: str) -> TeamAPIKey:
+    """Revoke the key with this prefix (the part before the dot). Revoking twice is fine."""
+    api_key = TeamAPIKey.objects.get(prefix=prefix)
+    if not api_key.revoked:
+        api_key.revoked = True
+        api_key.save(update_fields=["revoked"])
+    return api_key
+
+
+def resolve_key(plaintext: str, *, now: datetime | None = None) -> TeamAPIKey:
+    """The key matching ``plaintext``, with its team, or ``KeyRejected`` saying why not.
+
+    Revoked and expired are told apart only once the whole key has matched its hash, so a
+    guessed prefix learns nothing.
+    """
+    prefix, dot, secret = plaintext.partition(".")
+    if not dot or not prefix or not secret or len(plaintext) > 200:
+        raise KeyRejected("Invalid API key.")
+    api_key = TeamAPIKey.objects.select_related("team").filter(prefix=prefix).first()
+    if api_key is None or not TeamAPIKey.objects.key_generator.verify(
+        plaintext, api_key.hashed_key
+    ):
+        raise KeyRejected("Invalid API key.")
+    if api_key.revoked:
+        raise KeyRejected("This API key has been revoked; ask your operator for a new one.")
+    if api_key.expiry_date is not None and api_key.expiry_date <= (now or timezone.now()):
+        raise KeyRejected(
+            f"This API key expired at {api_key.expiry_date.isoformat()}; "
+            "ask your operator for a new one."
+        )
+    return api_key

@@ -1,0 +1,95 @@
+import zoneinfo
+from functools import cache
+
+from django.core.exceptions import ValidationError
+from django.core.validators import MinValueValidator
+from django.db import models
+from django.utils import timezone
+from rest_framework_api_key.models import AbstractAPIKey, BaseAPIKeyManager
+
+MAX_BIGINT = 2**63 - 1
+
+
+@cache
+def time_zone_names() -> frozenset[str]:
+    return frozenset(zoneinfo.available_timezones())
+
+
+def validate_time_zone(name: str) -> None:
+    if name not in time_zone_names():
+        raise ValidationError(
+            f"{name!r} is not an IANA time zone; use a name such as Europe/Paris or UTC."
+        )
+
+
+class Team(models.Model):
+    """A customer team. Its id is the ``team_id`` of the CSV files."""
+
+    id = models.BigAutoField(primary_key=True)
+    name = models.CharField(max_length=200)
+    time_zone = models.CharField(
+        max_length=64,
+        default="UTC",
+        validators=[validate_time_zone],
+        help_text="IANA zone for bucket boundaries when a query gives no tz.",
+    )
+    created = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["id"]
+
+    def __str__(self) -> str:
+        return f"{self.name} (#{self.id})"
+
+
+class Tag(models.Model):
+    """An NFC tag, identified by the uid printed in the CSV files.
+
+    ``owner_since`` is when the current team got the tag (null: since it was created).
+    Taps older than that are refused, so that no team sees taps from before it owned the
+    tag (SPEC 1).
+    """
+
+    uid = models.BigIntegerField(
+        primary_key=True,
+        validators=[MinValueValidator(1)],
+        verbose_name="tag uid",
+    )
+    team = models.ForeignKey(Team, on_delete=models.PROTECT, related_name="tags")
+    created_at = models.DateTimeField(default=timezone.now)
+    owner_since = models.DateTimeField(null=True, blank=True, editable=False)
+
+    class Meta:
+        ordering = ["uid"]
+        constraints = [
+            models.CheckConstraint(condition=models.Q(uid__gte=1), name="tag_uid_positive"),
+        ]
+
+    def __str__(self) -> str:
+        return str(self.uid)
+
+
+class Scope(models.TextChoices):
+    READ = "read", "read (analytics and websocket)"
+    INGEST = "ingest", "ingest (posting taps)"
+
+
+class TeamAPIKeyManager(BaseAPIKeyManager):
+    def get_usable_keys(self) -> models.QuerySet["TeamAPIKey"]:
+        now = timezone.now()
+        return self.filter(revoked=False).filter(
+            models.Q(expiry_date__isnull=True) | models.Q(expiry_date__gt=now)
+        )
+
+
+class TeamAPIKey(AbstractAPIKey):
+    """A team's API key: stored hashed (SHA-512 of a 32-character random secret)."""
+
+    team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="api_keys")
+    scope = models.CharField(max_length=16, choices=Scope.choices, default=Scope.READ)
+
+    objects = TeamAPIKeyManager()
+
+    class Meta(AbstractAPIKey.Meta):
+        verbose_name = "team API key"
+        verbose_name_plural = "team API keys"
