@@ -1,0 +1,32 @@
+from django.contrib import admin
+from django.http import HttpRequest
+
+from analytics.models import TapRecord
+
+
+@admin.register(TapRecord)
+class TapAdmin(admin.ModelAdmin):
+    """Read-only list of raw taps; taps enter only through the loader and the ingest API."""
+
+    list_display = ["tap_id", "team", "tag", "count", "created_at"]
+    list_display_links = None
+    list_filter = ["team"]
+    search_fields = ["=tag__uid"]
+    list_select_related = ["team"]
+    show_full_result_count = False
+
+    def get_object(
+        self, request: HttpRequest, object_id: str, from_field: str | None = None
+    ) -> None:
+        # A tap id is unique only within its team, so it cannot name a page; the list
+        # shows every field.
+        return None
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False

@@ -1,0 +1,103 @@
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+from tqdm import tqdm
+
+from analytics.loader import (
+    FileFormatError,
+    LoadReport,
+    Problem,
+    ProgressHandler,
+    StrictLoadFailed,
+    load_files,
+)
+
+DATA_DIR = Path(settings.BASE_DIR) / "data"
+
+
+class Command(BaseCommand):
+    help = (
+        "Load tags and taps from the seed's CSV files (tag_uid,team_id,created_at and "
+        "id,tag_uid,count,created_at). Idempotent: a tap id already stored for its team is "
+        "skipped. Bad rows are reported as 'line N: reason' and the rest is loaded, unless "
+        "--strict is given."
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument(
+            "--tags", type=Path, default=DATA_DIR / "interview-tags.csv", help="tags CSV"
+        )
+        parser.add_argument(
+            "--taps", type=Path, default=DATA_DIR / "interview-taps.csv", help="taps CSV"
+        )
+        parser.add_argument("--no-tags", action="store_true", help="load only the taps file")
+        parser.add_argument("--no-taps", action="store_true", help="load only the tags file")
+        parser.add_argument("--strict", action="store_true", help="load nothing if any row is bad")
+        parser.add_argument(
+            "--batch-size",
+            type=int,
+            default=50_000,
+            help="rows per batch; each batch is one transaction (default 50000)",
+        )
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        tags_path: Path | None = None if options["no_tags"] else options["tags"]
+        taps_path: Path | None = None if options["no_taps"] else options["taps"]
+        for path in (tags_path, taps_path):
+            if path is not None and not path.is_file():
+                raise CommandError(f"{path}: no such file")
+        if options["batch_size"] < 1:
+            raise CommandError("--batch-size must be at least 1")
+        verbosity: int = options["verbosity"]
+        started = time.monotonic()
+        batches = 0
+        current_file = ""
+
+        def report_problem(problem: Problem) -> None:
+            self.stderr.write(f"{current_file}line {problem.line}: {problem.reason}")
+
+        def show_progress(path: str, size: int) -> ProgressHandler | None:
+            nonlocal current_file
+            current_file = f"{Path(path).name}: "
+            if verbosity < 1 or not sys.stderr.isatty():
+                return None
+            bar = tqdm(total=size, unit="B", unit_scale=True, desc=Path(path).name, leave=False)
+            return bar.update
+
+        def note_batch(report: LoadReport) -> None:
+            nonlocal batches
+            batches += 1
+            if verbosity >= 2:
+                self.stdout.write(
+                    f"batch {batches} committed: {report.taps.accepted} taps loaded so far"
+                )
+                self.stdout.flush()
+
+        try:
+            report = load_files(
+                tags_path=tags_path,
+                taps_path=taps_path,
+                strict=options["strict"],
+                batch_size=options["batch_size"],
+                on_problem=report_problem,
+                progress=show_progress,
+                on_batch=note_batch,
+            )
+        except FileFormatError as error:
+            raise CommandError(f"{current_file}{error}") from None
+        except StrictLoadFailed as failure:
+            raise CommandError(
+                f"--strict: {failure.report.bad_rows} bad rows, nothing was loaded"
+            ) from None
+        except KeyboardInterrupt:
+            raise CommandError(
+                f"interrupted after {batches} committed batches; what they stored is kept. "
+                "Run the same command again to finish: stored taps are skipped.",
+                returncode=130,
+            ) from None
+        if verbosity >= 1:
+            self.stdout.write(report.summary(time.monotonic() - started))

@@ -1,0 +1,97 @@
+"""Raw taps and their rollups.
+
+Every row carries ``team_id`` and every unique key and index leads with it, so the tables
+can be distributed by team (Citus, SPEC 12) without a schema change. Rows are written only
+by ``analytics.ingest``, which keeps the rollups exactly in step with the raw taps.
+"""
+
+from datetime import timedelta
+
+from django.db import models
+
+from teams.models import Tag, Team
+
+# Every IANA offset in use is a whole multiple of 15 minutes, so 15-minute buckets can be
+# regrouped into hours, days, weeks, ... of any time zone.
+ROLLUP_STEP = timedelta(minutes=15)
+
+
+class Tap(models.Model):
+    """One record of the CSV or the ingest API: ``count`` taps on a tag at an instant.
+
+    ``team`` is the tag's owner when the tap was stored; moving the tag later does not
+    move the tap (SPEC 1).
+    """
+
+    pk = models.CompositePrimaryKey("team_id", "tap_id")
+    team = models.ForeignKey(Team, on_delete=models.CASCADE, db_index=False)
+    tap_id = models.BigIntegerField()
+    tag = models.ForeignKey(Tag, on_delete=models.PROTECT, db_index=False)
+    count = models.PositiveIntegerField()
+    created_at = models.DateTimeField()
+
+    class Meta:
+        indexes = [
+            # minute queries, and per-team rollup checks, read raw taps by time
+            models.Index(fields=["team", "created_at"], name="tap_team_time"),
+        ]
+        constraints = [
+            models.CheckConstraint(condition=models.Q(tap_id__gte=1), name="tap_id_positive"),
+            models.CheckConstraint(condition=models.Q(count__gte=1), name="tap_count_positive"),
+        ]
+
+    def __str__(self) -> str:
+        return f"tap {self.tap_id} of team {self.team_id}"
+
+
+class TeamRollup(models.Model):
+    """Taps per team per 15-minute bucket (``bucket`` is the bucket's UTC start)."""
+
+    pk = models.CompositePrimaryKey("team_id", "bucket")
+    team = models.ForeignKey(Team, on_delete=models.CASCADE, db_index=False)
+    bucket = models.DateTimeField()
+    taps = models.BigIntegerField()
+
+    def __str__(self) -> str:
+        return f"team {self.team_id} at {self.bucket:%Y-%m-%d %H:%M}Z: {self.taps}"
+
+
+class TagRollup(models.Model):
+    """Taps per tag per 15-minute bucket, for the ``tag`` filter and ``group_by=tag``."""
+
+    pk = models.CompositePrimaryKey("team_id", "tag_id", "bucket")
+    team = models.ForeignKey(Team, on_delete=models.CASCADE, db_index=False)
+    tag = models.ForeignKey(Tag, on_delete=models.CASCADE, db_index=False)
+    bucket = models.DateTimeField()
+    taps = models.BigIntegerField()
+
+    class Meta:
+        indexes = [
+            # group_by=tag without a tag filter reads every tag of a team over a range
+            models.Index(fields=["team", "bucket"], name="tagrollup_team_bucket"),
+        ]
+
+    def __str__(self) -> str:
+        return f"tag {self.tag_id} at {self.bucket:%Y-%m-%d %H:%M}Z: {self.taps}"
+
+
+class TapRecord(models.Model):
+    """The raw tap table seen by the Django admin, which cannot list composite keys yet.
+
+    Read-only: the admin registers it without add, change or delete.
+    """
+
+    tap_id = models.BigIntegerField(primary_key=True)
+    team = models.ForeignKey(Team, on_delete=models.DO_NOTHING, db_index=False)
+    tag = models.ForeignKey(Tag, on_delete=models.DO_NOTHING, db_index=False)
+    count = models.PositiveIntegerField()
+    created_at = models.DateTimeField()
+
+    class Meta:
+        managed = False
+        db_table = "analytics_tap"
+        verbose_name = "tap"
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"tap {self.tap_id} of team {self.team_id}"

@@ -1,0 +1,319 @@
+import io
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from django.core.management import CommandError, call_command
+
+from analytics.models import Tap, TagRollup, TeamRollup
+from analytics.rollup import find_rollup_differences
+from teams.models import Tag, Team
+from teams.tags import move_tag
+from tests.conftest import add_taps
+
+TAGS_HEADER = "tag_uid,team_id,created_at"
+TAPS_HEADER = "id,tag_uid,count,created_at"
+
+
+def write_csv(path: Path, header: str, *lines: str) -> Path:
+    path.write_text("\n".join([header, *lines]) + "\n")
+    return path
+
+
+@pytest.fixture
+def tags_csv(tmp_path: Path) -> Path:
+    return write_csv(
+        tmp_path / "tags.csv",
+        TAGS_HEADER,
+        "1000000001,1,2023-01-01 00:00:00+00",
+        "1000000002,1,2023-01-01T00:00:00Z",
+        "1000000003,2,2023-01-01T00:00:00.000Z",
+    )
+
+
+def load(*args: str) -> tuple[str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    call_command("load_taps", *args, stdout=out, stderr=err)
+    return out.getvalue(), err.getvalue()
+
+
+def load_failing(*args: str) -> tuple[CommandError, str]:
+    err = io.StringIO()
+    with pytest.raises(CommandError) as failure:
+        call_command("load_taps", *args, stdout=io.StringIO(), stderr=err)
+    return failure.value, err.getvalue()
+
+
+def team_totals() -> dict[int, int]:
+    return {
+        team.id: sum(Tap.objects.filter(team=team).values_list("count", flat=True))
+        for team in Team.objects.all()
+    }
+
+
+def rollup_totals() -> dict[int, int]:
+    totals: dict[int, int] = {}
+    for row in TeamRollup.objects.all():
+        totals[row.team_id] = totals.get(row.team_id, 0) + row.taps
+    return totals
+
+
+def assert_rollups_exact() -> None:
+    differences, sample = find_rollup_differences()
+    assert differences == 0, sample
+
+
+@pytest.mark.django_db
+def test_good_rows_are_loaded_with_teams_created(tags_csv: Path, tmp_path: Path) -> None:
+    taps = write_csv(
+        tmp_path / "taps.csv",
+        TAPS_HEADER,
+        "1,1000000001,1,2023-10-20T14:22:01.123Z",
+        "2,1000000002,3,2023-10-20 14:29:59.999+00",
+        "3,1000000003,2,2023-10-20T16:30:00+02:00",
+    )
+
+    out, err = load("--tags", str(tags_csv), "--taps", str(taps))
+
+    assert err == ""
+    assert set(Team.objects.values_list("id", flat=True)) == {1, 2}
+    assert Tag.objects.get(uid=1000000003).team_id == 2
+    assert team_totals() == {1: 4, 2: 2}
+    assert rollup_totals() == {1: 4, 2: 2}
+    assert "teams: 2 (2 new), tags: 3 (3 new), taps loaded: 3, skipped: 0, duplicates: 0" in out
+    assert_rollups_exact()
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("2023-10-20T14:22:01.123Z", datetime(2023, 10, 20, 14, 22, 1, 123000, UTC)),
+        ("2023-10-20 14:22:01.123+00", datetime(2023, 10, 20, 14, 22, 1, 123000, UTC)),
+        ("2023-10-20 16:22:01+02:00", datetime(2023, 10, 20, 14, 22, 1, tzinfo=UTC)),
+        ("2023-10-20T09:52:01.5-04:30", datetime(2023, 10, 20, 14, 22, 1, 500000, UTC)),
+        ("2023-10-20 14:22:01", datetime(2023, 10, 20, 14, 22, 1, tzinfo=UTC)),
+    ],
+)
+def test_both_timestamp_forms_are_read_and_no_offset_means_utc(
+    tags_csv: Path, tmp_path: Path, text: str, expected: datetime
+) -> None:
+    taps = write_csv(tmp_path / "taps.csv", TAPS_HEADER, f"1,1000000001,1,{text}")
+
+    load("--tags", str(tags_csv), "--taps", str(taps))
+
+    assert Tap.objects.get().created_at == expected
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("row", "reason"),
+    [
+        ("x,1000000001,1,2023-10-20T14:22:01Z", "bad number for id: 'x'"),
+        ("-5,1000000001,1,2023-10-20T14:22:01Z", "bad number for id: '-5'"),
+        ("0,1000000001,1,2023-10-20T14:22:01Z", "bad number for id: 0 is outside"),
+        ("99999999999999999999,1000000001,1,2023-10-20T14:22:01Z", "bad number for id"),
+        ("7,abc,1,2023-10-20T14:22:01Z", "bad number for tag_uid: 'abc'"),
+        ("7,1000000001,1.5,2023-10-20T14:22:01Z", "bad number for count: '1.5'"),
+        ("7,1000000001,0,2023-10-20T14:22:01Z", "count must be at least 1, not 0"),
+        ("7,1000000001,-3,2023-10-20T14:22:01Z", "count must be at least 1, not -3"),
+        ("7,1000000001,1,2023-02-30T14:22:01Z", "bad timestamp '2023-02-30T14:22:01Z'"),
+        ("7,1000000001,1,yesterday", "bad timestamp 'yesterday'"),
+        ("7,1000000001,1,2023-10-20", "bad timestamp '2023-10-20'"),
+        ("7,1000000001,1", "expected 4 fields"),
+        ("7,1000000099,1,2023-10-20T14:22:01Z", "unknown tag 1000000099"),
+        ("1,1000000002,1,2023-10-20T15:00:00Z", "duplicate id 1: line 2 has the same id"),
+    ],
+)
+def test_each_bad_row_is_reported_with_its_line_and_the_rest_is_loaded(
+    tags_csv: Path, tmp_path: Path, row: str, reason: str
+) -> None:
+    taps = write_csv(
+        tmp_path / "taps.csv",
+        TAPS_HEADER,
+        "1,1000000001,1,2023-10-20T14:22:01Z",
+        row,
+        "2,1000000003,1,2023-10-20T14:23:01Z",
+    )
+
+    out, err = load("--tags", str(tags_csv), "--taps", str(taps))
+
+    assert err.startswith("taps.csv: line 3: ")
+    assert reason in err
+    assert len(err.splitlines()) == 1
+    assert team_totals() == {1: 1, 2: 1}
+    assert "taps loaded: 2, skipped: 1" in out
+    assert_rollups_exact()
+
+
+@pytest.mark.django_db
+def test_line_numbers_are_physical_lines_in_file_order(tags_csv: Path, tmp_path: Path) -> None:
+    taps = write_csv(
+        tmp_path / "taps.csv",
+        TAPS_HEADER,
+        "1,1000000099,1,2023-10-20T14:22:01Z",
+        "",
+        "2,1000000001,0,2023-10-20T14:22:01Z",
+        "3,1000000001,1,2023-10-20T14:22:01Z",
+        "3,1000000002,1,2023-10-20T14:22:01Z",
+    )
+
+    _, err = load("--tags", str(tags_csv), "--taps", str(taps), "--batch-size", "2")
+
+    assert [line.split(":")[1].strip() for line in err.splitlines()] == [
+        "line 2",
+        "line 4",
+        "line 6",
+    ]
+
+
+@pytest.mark.django_db
+def test_an_id_repeated_in_a_later_batch_is_reported_not_stored(
+    tags_csv: Path, tmp_path: Path
+) -> None:
+    taps = write_csv(
+        tmp_path / "taps.csv",
+        TAPS_HEADER,
+        "10,1000000001,1,2023-10-20T14:22:01Z",
+        "11,1000000001,1,2023-10-20T14:22:01Z",
+        "10,1000000002,5,2023-10-21T14:22:01Z",
+    )
+
+    _, err = load("--tags", str(tags_csv), "--taps", str(taps), "--batch-size", "1")
+
+    assert err == "taps.csv: line 4: duplicate id 10: line 2 has the same id\n"
+    assert team_totals() == {1: 2, 2: 0}
+
+
+@pytest.mark.django_db
+def test_the_same_id_in_two_teams_is_two_taps(tags_csv: Path, tmp_path: Path) -> None:
+    taps = write_csv(
+        tmp_path / "taps.csv",
+        TAPS_HEADER,
+        "10,1000000001,1,2023-10-20T14:22:01Z",
+        "10,1000000003,1,2023-10-20T14:22:01Z",
+    )
+
+    _, err = load("--tags", str(tags_csv), "--taps", str(taps))
+
+    assert err == ""
+    assert team_totals() == {1: 1, 2: 1}
+
+
+@pytest.mark.django_db
+def test_strict_loads_nothing_when_any_row_is_bad(tags_csv: Path, tmp_path: Path) -> None:
+    taps = write_csv(
+        tmp_path / "taps.csv",
+        TAPS_HEADER,
+        "1,1000000001,1,2023-10-20T14:22:01Z",
+        "2,1000000001,0,2023-10-20T14:22:01Z",
+    )
+
+    error, err = load_failing("--tags", str(tags_csv), "--taps", str(taps), "--strict")
+
+    assert "--strict: 1 bad rows, nothing was loaded" in str(error)
+    assert "line 3: count must be at least 1" in err
+    assert Team.objects.count() == 0
+    assert Tag.objects.count() == 0
+    assert Tap.objects.count() == 0
+    assert TeamRollup.objects.count() == 0
+
+
+@pytest.mark.django_db
+def test_strict_loads_everything_when_every_row_is_good(tags_csv: Path, tmp_path: Path) -> None:
+    taps = write_csv(tmp_path / "taps.csv", TAPS_HEADER, "1,1000000001,1,2023-10-20T14:22:01Z")
+
+    load("--tags", str(tags_csv), "--taps", str(taps), "--strict")
+
+    assert team_totals() == {1: 1, 2: 0}
+
+
+@pytest.mark.django_db
+def test_loading_twice_changes_nothing(tags_csv: Path, tmp_path: Path) -> None:
+    taps = write_csv(
+        tmp_path / "taps.csv",
+        TAPS_HEADER,
+        "1,1000000001,1,2023-10-20T14:22:01Z",
+        "2,1000000002,4,2023-10-20T14:52:01Z",
+        "3,1000000003,2,2023-10-21T14:22:01Z",
+    )
+    load("--tags", str(tags_csv), "--taps", str(taps))
+    before = (team_totals(), list(TagRollup.objects.values_list("tag_id", "bucket", "taps")))
+
+    out, err = load("--tags", str(tags_csv), "--taps", str(taps), "--strict")
+
+    assert err == ""
+    assert "(0 new)" in out
+    assert "taps loaded: 0, skipped: 0, duplicates: 3" in out
+    after = (team_totals(), list(TagRollup.objects.values_list("tag_id", "bucket", "taps")))
+    assert after == before
+    assert_rollups_exact()
+
+
+@pytest.mark.django_db
+def test_a_tags_file_cannot_move_a_tag(tags_csv: Path, tmp_path: Path) -> None:
+    load("--tags", str(tags_csv), "--no-taps")
+    moved = write_csv(tmp_path / "moved.csv", TAGS_HEADER, "1000000003,1,2023-01-01T00:00:00Z")
+
+    _, err = load("--tags", str(moved), "--no-taps")
+
+    assert "line 2: tag 1000000003 belongs to team 2, not 1" in err
+    assert Tag.objects.get(uid=1000000003).team_id == 2
+
+
+@pytest.mark.django_db
+def test_a_moved_tag_keeps_its_earlier_taps_with_the_first_team(
+    tags_csv: Path, tmp_path: Path
+) -> None:
+    taps = write_csv(tmp_path / "taps.csv", TAPS_HEADER, "1,1000000003,2,2023-10-20T14:22:01Z")
+    load("--tags", str(tags_csv), "--taps", str(taps))
+    tag = Tag.objects.get(uid=1000000003)
+
+    move_tag(tag, Team.objects.get(id=1), now=datetime(2024, 1, 1, tzinfo=UTC))
+    add_taps((1, 1000000003, 5, "2024-02-01T10:00:00Z"))
+    _, err = load("--tags", str(tags_csv), "--taps", str(taps))
+
+    assert team_totals() == {1: 5, 2: 2}
+    assert rollup_totals() == {1: 5, 2: 2}
+    assert "tap predates its tag's owner: tag 1000000003 belongs to team 1 only since" in err
+    assert_rollups_exact()
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("", "the file is empty"),
+        ("id,tag,count,created_at\n1,1000000001,1,2023-10-20T14:22:01Z\n", "missing tag_uid"),
+    ],
+)
+def test_an_unreadable_file_is_a_clear_error(
+    tags_csv: Path, tmp_path: Path, content: str, message: str
+) -> None:
+    taps = tmp_path / "taps.csv"
+    taps.write_text(content)
+
+    error, _ = load_failing("--tags", str(tags_csv), "--taps", str(taps))
+
+    assert message in str(error)
+    assert Tap.objects.count() == 0
+
+
+@pytest.mark.django_db
+def test_a_missing_file_is_a_clear_error(tmp_path: Path) -> None:
+    error, _ = load_failing("--taps", str(tmp_path / "nope.csv"), "--no-tags")
+
+    assert "nope.csv: no such file" in str(error)
+
+
+@pytest.mark.django_db
+def test_columns_may_come_in_any_order(tags_csv: Path, tmp_path: Path) -> None:
+    taps = write_csv(
+        tmp_path / "taps.csv",
+        "created_at,count,tag_uid,id,note",
+        "2023-10-20T14:22:01Z,3,1000000001,1,hello",
+    )
+
+    load("--tags", str(tags_csv), "--taps", str(taps))
+
+    assert team_totals() == {1: 3, 2: 0}
