@@ -83,12 +83,11 @@ def stage_taps(rows: Iterable[TapRow]) -> int:
                 count integer NOT NULL, created_at {instant_type()} NOT NULL)"""
         )
         cursor.execute(f"DELETE FROM {STAGE_TABLE}")
-        return copy_rows(
-            cursor,
-            STAGE_TABLE,
-            STAGE_COLUMNS,
-            ((r.line, r.tap_id, r.tag_uid, r.count, db_instant(r.at)) for r in rows),
-        )
+        if connection.vendor == "postgresql":
+            values = ((r.line, r.tap_id, r.tag_uid, r.count, r.at) for r in rows)
+        else:
+            values = ((r.line, r.tap_id, r.tag_uid, r.count, db_instant(r.at)) for r in rows)
+        return copy_rows(cursor, STAGE_TABLE, STAGE_COLUMNS, values)
 
 
 def instant_type() -> str:

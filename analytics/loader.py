@@ -218,7 +218,9 @@ def batched(rows: Iterator[T], size: int) -> Iterator[list[T]]:
         batch.append(row)
         if len(batch) >= size:
             yield batch
-            batch = []
+            # The consumer asks for the next batch when it is done with this one; reusing
+            # the list keeps one batch in memory, not two.
+            batch.clear()
     if batch:
         yield batch
 

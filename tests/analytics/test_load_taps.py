@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 from django.core.management import CommandError, call_command
 
-from analytics.models import Tap, TagRollup, TeamRollup
+from analytics.models import TagRollup, Tap, TeamRollup
 from analytics.rollup import find_rollup_differences
 from teams.models import Tag, Team
 from teams.tags import move_tag

@@ -1,0 +1,73 @@
+import threading
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from django.db import connection
+
+from analytics.ingest import StoreResult, TapRow, store_taps
+from analytics.models import Tap, TeamRollup
+from analytics.rollup import find_rollup_differences
+from teams.models import Tag, Team
+
+
+def rows(first_id: int, count: int, uid: int) -> list[TapRow]:
+    start = datetime(2024, 3, 1, tzinfo=UTC)
+    return [
+        TapRow(tap_id, uid, 1 + tap_id % 3, start + timedelta(minutes=7 * tap_id))
+        for tap_id in range(first_id, first_id + count)
+    ]
+
+
+@pytest.mark.django_db
+def test_store_taps_reports_accepted_and_duplicates(tag: Tag) -> None:
+    first = store_taps(rows(1, 10, tag.uid))
+    second = store_taps(rows(6, 10, tag.uid))
+
+    assert first == StoreResult(accepted=10, duplicates=0)
+    assert second == StoreResult(accepted=5, duplicates=5)
+    assert Tap.objects.count() == 15
+
+
+@pytest.mark.django_db
+def test_an_id_repeated_in_one_batch_counts_once(tag: Tag) -> None:
+    result = store_taps(rows(1, 3, tag.uid) + rows(2, 1, tag.uid))
+
+    assert result == StoreResult(accepted=3, duplicates=1)
+    assert find_rollup_differences()[0] == 0
+
+
+@pytest.mark.django_db
+def test_a_tap_is_stamped_with_its_tags_team(tag: Tag, team: Team, other_team: Team) -> None:
+    Tag.objects.create(uid=77, team=other_team)
+
+    store_taps(rows(1, 2, tag.uid) + rows(1, 1, 77))
+
+    assert sorted(Tap.objects.values_list("team_id", "tap_id")) == sorted(
+        [(team.id, 1), (team.id, 2), (other_team.id, 1)]
+    )
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_writers_of_the_same_ids_store_each_tap_once(tag: Tag) -> None:
+    batch = rows(1, 2000, tag.uid)
+    results: list[StoreResult] = []
+    barrier = threading.Barrier(4)
+
+    def write() -> None:
+        try:
+            barrier.wait()
+            results.append(store_taps(batch))
+        finally:
+            connection.close()
+
+    writers = [threading.Thread(target=write) for _ in range(4)]
+    for writer in writers:
+        writer.start()
+    for writer in writers:
+        writer.join()
+
+    assert len(results) == 4
+    assert sum(result.accepted for result in results) == 2000
+    assert sum(result.duplicates for result in results) == 3 * 2000
+    assert sum(TeamRollup.objects.values_list("taps", flat=True)) == sum(r.count for r in batch)
+    assert find_rollup_differences()[0] == 0

@@ -1,0 +1,84 @@
+import io
+from datetime import UTC, datetime
+
+import pytest
+from django.core.management import CommandError, call_command
+
+from analytics.models import TagRollup, Tap, TeamRollup
+from analytics.rollup import find_rollup_differences
+from teams.models import Tag, Team
+from tests.conftest import add_taps
+
+
+def verify(*args: str) -> str:
+    out, err = io.StringIO(), io.StringIO()
+    call_command("verify_rollup", *args, stdout=out, stderr=err)
+    return out.getvalue() + err.getvalue()
+
+
+@pytest.fixture
+def stored(tag: Tag) -> Tag:
+    add_taps(
+        (1, tag.uid, 1, "2024-02-29T23:59:59.999Z"),
+        (2, tag.uid, 2, "2024-03-01T00:00:00Z"),
+        (3, tag.uid, 4, "2024-03-01T00:14:59Z"),
+        (4, tag.uid, 8, "2024-03-01T00:15:00+00:00"),
+        (5, tag.uid, 16, "2024-03-01T05:44:00+05:30"),
+    )
+    return tag
+
+
+def test_taps_land_in_their_15_minute_buckets(stored: Tag) -> None:
+    buckets = dict(TeamRollup.objects.values_list("bucket", "taps"))
+
+    assert buckets == {
+        datetime(2024, 2, 29, 23, 45, tzinfo=UTC): 1,
+        datetime(2024, 3, 1, 0, 0, tzinfo=UTC): 2 + 4 + 16,
+        datetime(2024, 3, 1, 0, 15, tzinfo=UTC): 8,
+    }
+    assert dict(TagRollup.objects.values_list("bucket", "taps")) == buckets
+
+
+def test_storing_the_same_ids_again_counts_nothing(stored: Tag) -> None:
+    add_taps(
+        (1, stored.uid, 1, "2024-02-29T23:59:59.999Z"), (6, stored.uid, 32, "2024-03-02T00:00:00Z")
+    )
+
+    assert sum(TeamRollup.objects.values_list("taps", flat=True)) == 1 + 2 + 4 + 8 + 16 + 32
+    assert Tap.objects.count() == 6
+
+
+def test_verify_rollup_is_clean_after_the_write_path(stored: Tag) -> None:
+    assert "rollups match the raw taps for every team" in verify()
+
+
+def test_verify_rollup_reports_a_drifted_bucket_and_rebuild_mends_it(
+    stored: Tag, team: Team
+) -> None:
+    TeamRollup.objects.filter(bucket=datetime(2024, 3, 1, 0, 15, tzinfo=UTC)).update(taps=9)
+    TagRollup.objects.filter(bucket=datetime(2024, 2, 29, 23, 45, tzinfo=UTC)).delete()
+
+    with pytest.raises(CommandError) as failure:
+        verify("--team", str(team.id))
+
+    assert failure.value.returncode == 1
+    assert "2 rollup buckets differ" in str(failure.value)
+    call_command("rebuild_rollup", "--team", str(team.id), stdout=io.StringIO())
+    total, _ = find_rollup_differences()
+    assert total == 0
+
+
+@pytest.mark.django_db
+def test_verify_rollup_names_an_unknown_team() -> None:
+    with pytest.raises(CommandError, match="no team with id 424242"):
+        verify("--team", "424242")
+
+
+def test_rebuild_touches_only_the_named_team(stored: Tag, other_team: Team) -> None:
+    Tag.objects.create(uid=5, team=other_team)
+    add_taps((1, 5, 3, "2024-01-01T00:00:00Z"))
+    TeamRollup.objects.filter(team=other_team).update(taps=99)
+
+    call_command("rebuild_rollup", "--team", str(stored.team_id), stdout=io.StringIO())
+
+    assert TeamRollup.objects.get(team=other_team).taps == 99
