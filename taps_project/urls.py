@@ -1,11 +1,13 @@
 from django.contrib import admin
 from django.urls import path
 
+from taps_project.health import healthz
 from teams.views import TeamView
 
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("v1/team", TeamView.as_view(), name="team"),
+    path("healthz", healthz, name="healthz"),
 ]
 
 handler400 = "taps_project.errors.bad_request"

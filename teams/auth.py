@@ -73,6 +73,7 @@ class HasScope(BasePermission):
         required = getattr(view, "required_scope", Scope.READ)
         if required is not None and auth.scope != required:
             raise exceptions.PermissionDenied(
-                f"This key's scope is {auth.scope!r}; this endpoint needs a {required!r} key."
+                f"This key's scope is {str(auth.scope)!r}; "
+                f"this endpoint needs a {str(required)!r} key."
             )
         return True

@@ -6,9 +6,7 @@ from teams.auth import TeamAuth
 
 
 class TeamView(APIView):
-    """The team and key behind the presented API key (any scope)."""
-
-    required_scope = None
+    """The team and key behind the presented read key."""
 
     def get(self, request: Request) -> Response:
         auth: TeamAuth = request.auth

@@ -1,0 +1,37 @@
+"""``GET /healthz`` (SPEC 6.4): 200 when every dependency answers, else 503."""
+
+from django.conf import settings
+from django.db import DatabaseError, connection
+from django.http import HttpRequest, JsonResponse
+from django.views.decorators.http import require_GET
+from redis.exceptions import RedisError
+
+
+def database_state() -> str:
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+    except DatabaseError as error:
+        return f"down: {type(error).__name__}"
+    return "ok"
+
+
+def redis_state() -> str:
+    if not settings.REDIS_URL:
+        return "not configured"
+    from django_redis import get_redis_connection
+
+    try:
+        get_redis_connection("default").ping()
+    except RedisError as error:
+        return f"down: {type(error).__name__}"
+    return "ok"
+
+
+@require_GET
+def healthz(request: HttpRequest) -> JsonResponse:
+    checks = {"database": database_state(), "redis": redis_state()}
+    healthy = all(state in {"ok", "not configured"} for state in checks.values())
+    return JsonResponse(
+        {"status": "ok" if healthy else "unavailable", **checks}, status=200 if healthy else 503
+    )

@@ -1,0 +1,153 @@
+"""Settings in both modes, read in a fresh interpreter with a controlled environment."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+PRODUCTION = {
+    "DATABASE_URL": "postgres://taps:secret@db.example:5433/taps",
+    "REDIS_URL": "redis://cache.example:6380/2",
+    "SECRET_KEY": "s" * 20 + "ecret-key-for-tests-only-0123456789-abcdefghij",
+}
+PRINT_SETTINGS = """
+import json
+from django.conf import settings
+db = settings.DATABASES["default"]
+print(json.dumps({
+    "engine": db["ENGINE"], "name": str(db["NAME"]), "host": db.get("HOST", ""),
+    "conn_max_age": db.get("CONN_MAX_AGE"), "health_checks": db.get("CONN_HEALTH_CHECKS"),
+    "cache": settings.CACHES["default"]["BACKEND"],
+    "cache_location": settings.CACHES["default"].get("LOCATION", ""),
+    "channels": settings.CHANNEL_LAYERS["default"]["BACKEND"],
+    "channels_hosts": settings.CHANNEL_LAYERS["default"].get("CONFIG", {}).get("hosts", []),
+    "debug": settings.DEBUG, "ssl_redirect": getattr(settings, "SECURE_SSL_REDIRECT", False),
+    "rate": settings.TAPS_RATE_LIMIT, "max_buckets": settings.TAPS_MAX_BUCKETS,
+}))
+"""
+
+
+def run_django(code: str, env: dict[str, str], tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    clean = {key: value for key, value in os.environ.items() if key not in _SETTINGS_VARS}
+    clean.update(DJANGO_SETTINGS_MODULE="taps_project.settings", TAPS_VAR_DIR=str(tmp_path), **env)
+    return subprocess.run(
+        [sys.executable, "-c", "import django; django.setup()\n" + code],
+        cwd=ROOT,
+        env=clean,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+_SETTINGS_VARS = {
+    "DATABASE_URL", "REDIS_URL", "CHANNELS_REDIS_URL", "SECRET_KEY", "DEBUG", "ALLOWED_HOSTS",
+    "TAPS_RATE_LIMIT", "TAPS_INGEST_RATE_LIMIT", "TAPS_MAX_BUCKETS", "TAPS_HTTPS",
+}  # fmt: skip
+
+
+def read_settings(env: dict[str, str], tmp_path: Path) -> dict[str, object]:
+    result = run_django(PRINT_SETTINGS, env, tmp_path)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def test_no_environment_gives_the_embedded_mode(tmp_path: Path) -> None:
+    values = read_settings({}, tmp_path)
+
+    assert values["engine"] == "django.db.backends.sqlite3"
+    assert values["name"] == str(tmp_path / "taps.sqlite3")
+    assert values["cache"] == "django.core.cache.backends.locmem.LocMemCache"
+    assert values["channels"] == "channels.layers.InMemoryChannelLayer"
+    assert values["debug"] is False
+    assert values["rate"] == "100/hour"
+    assert values["max_buckets"] == 10_000
+    assert (tmp_path / "secret_key").stat().st_mode & 0o077 == 0
+
+
+def test_database_and_redis_urls_give_the_production_backends(tmp_path: Path) -> None:
+    values = read_settings(PRODUCTION, tmp_path)
+
+    assert values["engine"] == "django.db.backends.postgresql"
+    assert (values["name"], values["host"]) == ("taps", "db.example")
+    assert values["conn_max_age"] == 600
+    assert values["health_checks"] is True
+    assert values["cache"] == "django_redis.cache.RedisCache"
+    assert values["cache_location"] == "redis://cache.example:6380/2"
+    assert values["channels"] == "channels_redis.core.RedisChannelLayer"
+    assert values["channels_hosts"] == ["redis://cache.example:6380/2"]
+
+
+def test_channels_redis_url_overrides_the_channel_layer_host(tmp_path: Path) -> None:
+    values = read_settings({**PRODUCTION, "CHANNELS_REDIS_URL": "redis://pubsub:6379/0"}, tmp_path)
+
+    assert values["channels_hosts"] == ["redis://pubsub:6379/0"]
+    assert values["cache_location"] == "redis://cache.example:6380/2"
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"DATABASE_URL": PRODUCTION["DATABASE_URL"]}, "SECRET_KEY must be set"),
+        ({"DEBUG": "maybe"}, "DEBUG must be 1/0"),
+        ({"TAPS_MAX_BUCKETS": "lots"}, "TAPS_MAX_BUCKETS must be a whole number"),
+        ({"TAPS_MAX_BUCKETS": "0"}, "TAPS_MAX_BUCKETS must be at least 1"),
+        ({"TAPS_RATE_LIMIT": "100/fortnight"}, "TAPS_RATE_LIMIT must look like 100/hour"),
+        ({"TAPS_RATE_LIMIT": "-1/hour"}, "TAPS_RATE_LIMIT must look like 100/hour"),
+        ({"DATABASE_URL": "mysql://x@y/z", "SECRET_KEY": "k"}, "must be a PostgreSQL URL"),
+    ],
+)
+def test_a_bad_setting_stops_the_start_with_a_message(
+    tmp_path: Path, env: dict[str, str], message: str
+) -> None:
+    result = run_django("", env, tmp_path)
+
+    assert result.returncode != 0
+    assert "ImproperlyConfigured" in result.stderr
+    assert message in result.stderr
+
+
+def test_check_deploy_is_clean_behind_tls(tmp_path: Path) -> None:
+    env = {**PRODUCTION, "DEBUG": "0", "TAPS_HTTPS": "1"}
+    result = run_django(
+        "from django.core.management import call_command\n"
+        "call_command('check', deploy=True, fail_level='WARNING')",
+        env,
+        tmp_path,
+    )
+
+    assert result.returncode == 0, result.stderr
+
+
+def test_without_taps_https_plain_http_is_served(tmp_path: Path) -> None:
+    values = read_settings(PRODUCTION, tmp_path)
+
+    assert values["ssl_redirect"] is False
+
+
+def test_the_redis_cache_and_channel_layer_work_over_a_real_connection(
+    redis_url: str, tmp_path: Path
+) -> None:
+    code = """
+import asyncio
+from django.core.cache import cache
+from channels.layers import get_channel_layer
+cache.set("probe", 41)
+cache.incr("probe")
+print(cache.get("probe"))
+async def roundtrip():
+    layer = get_channel_layer()
+    channel = await layer.new_channel()
+    await layer.group_add("team-probe", channel)
+    await layer.group_send("team-probe", {"type": "probe", "n": 7})
+    return (await layer.receive(channel))["n"]
+print(asyncio.run(roundtrip()))
+"""
+    result = run_django(code, {**PRODUCTION, "REDIS_URL": redis_url}, tmp_path)
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["42", "7"]
