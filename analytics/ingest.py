@@ -10,6 +10,7 @@ disagree with the raw taps and a duplicate never counts twice (SPEC 4, 11).
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from django.db import connection, transaction
 from django.db.backends.utils import CursorWrapper
@@ -42,7 +43,7 @@ class StoreResult:
 
 
 def copy_rows(
-    cursor: CursorWrapper, table: str, columns: Sequence[str], rows: Iterable[Sequence[object]]
+    cursor: CursorWrapper, table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]
 ) -> int:
     """Append rows to a table: COPY on PostgreSQL, a prepared multi-row insert elsewhere."""
     count = 0
@@ -54,7 +55,7 @@ def copy_rows(
         return count
     placeholders = ", ".join(["%s"] * len(columns))
     sql = f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({placeholders})"
-    batch: list[Sequence[object]] = []
+    batch: list[Sequence[Any]] = []
     for row in rows:
         batch.append(row)
         if len(batch) == 1000:
@@ -67,11 +68,13 @@ def copy_rows(
     return count
 
 
-def db_instant(at: datetime) -> object:
+def db_instant(at: datetime) -> datetime | str:
     """An aware datetime as this database's raw SQL wants it."""
     if connection.vendor == "postgresql":
         return at
-    return connection.ops.adapt_datetimefield_value(at)
+    text = connection.ops.adapt_datetimefield_value(at)
+    assert text is not None
+    return text
 
 
 def stage_taps(rows: Iterable[TapRow]) -> int:
@@ -83,6 +86,7 @@ def stage_taps(rows: Iterable[TapRow]) -> int:
                 count integer NOT NULL, created_at {instant_type()} NOT NULL)"""
         )
         cursor.execute(f"DELETE FROM {STAGE_TABLE}")
+        values: Iterable[tuple[int, int, int, int, datetime | str]]
         if connection.vendor == "postgresql":
             values = ((r.line, r.tap_id, r.tag_uid, r.count, r.at) for r in rows)
         else:

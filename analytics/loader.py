@@ -7,7 +7,6 @@ commits on its own, so an interrupted load keeps what it stored and a rerun skip
 """
 
 import csv
-import io
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -120,7 +119,7 @@ def parse_instant(text: str) -> datetime:
         raise RowError(f"bad timestamp {text!r}: out of range in UTC") from None
 
 
-class _ProgressReader(io.TextIOBase):
+class _ProgressReader:
     """Counts the characters the CSV reader pulls, for a progress bar by file size."""
 
     def __init__(self, stream: TextIO, progress: ProgressHandler | None) -> None:
@@ -399,8 +398,8 @@ def load_files(
     def run() -> None:
         if tags_path is not None:
             with tags_path.open(newline="", encoding="utf-8") as stream:
-                rows = read_tags(stream, pending.append, open_progress(tags_path))
-                for batch in batched(rows, batch_size):
+                tag_rows = read_tags(stream, pending.append, open_progress(tags_path))
+                for batch in batched(tag_rows, batch_size):
                     with transaction.atomic():
                         problems = store_tag_batch(batch, report)
                     flush(problems)
@@ -409,10 +408,10 @@ def load_files(
             start_tap_load()
             try:
                 with taps_path.open(newline="", encoding="utf-8") as stream:
-                    rows = read_taps(stream, pending.append, open_progress(taps_path))
-                    for batch in batched(rows, batch_size):
+                    tap_rows = read_taps(stream, pending.append, open_progress(taps_path))
+                    for tap_batch in batched(tap_rows, batch_size):
                         with transaction.atomic():
-                            problems = store_tap_batch(batch, report)
+                            problems = store_tap_batch(tap_batch, report)
                         flush(problems)
                         if on_batch is not None:
                             on_batch(report)

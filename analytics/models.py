@@ -11,10 +11,10 @@ from django.db import models
 
 from teams.models import Tag, Team
 
-# The write path joins every tap with its tag and team before storing it, so per-row
-# foreign-key triggers would only repeat that check; on bulk loads they cost more than the
-# insert itself. The ORM still applies on_delete.
-UNCHECKED = {"db_constraint": False, "db_index": False}
+# Foreign keys below have no database constraint: the write path joins every tap with its
+# tag and team before storing it, so per-row foreign-key triggers would only repeat that
+# check, and on bulk loads they cost more than the insert itself. The ORM still applies
+# on_delete.
 
 # Every IANA offset in use is a whole multiple of 15 minutes, so 15-minute buckets can be
 # regrouped into hours, days, weeks, ... of any time zone.
@@ -29,9 +29,9 @@ class Tap(models.Model):
     """
 
     pk = models.CompositePrimaryKey("team_id", "tap_id")
-    team = models.ForeignKey(Team, on_delete=models.CASCADE, **UNCHECKED)
+    team = models.ForeignKey(Team, on_delete=models.CASCADE, db_constraint=False, db_index=False)
     tap_id = models.BigIntegerField()
-    tag = models.ForeignKey(Tag, on_delete=models.PROTECT, **UNCHECKED)
+    tag = models.ForeignKey(Tag, on_delete=models.PROTECT, db_constraint=False, db_index=False)
     count = models.IntegerField()
     created_at = models.DateTimeField()
 
@@ -53,7 +53,7 @@ class TeamRollup(models.Model):
     """Taps per team per 15-minute bucket (``bucket`` is the bucket's UTC start)."""
 
     pk = models.CompositePrimaryKey("team_id", "bucket")
-    team = models.ForeignKey(Team, on_delete=models.CASCADE, **UNCHECKED)
+    team = models.ForeignKey(Team, on_delete=models.CASCADE, db_constraint=False, db_index=False)
     bucket = models.DateTimeField()
     taps = models.BigIntegerField()
 
@@ -65,8 +65,8 @@ class TagRollup(models.Model):
     """Taps per tag per 15-minute bucket, for the ``tag`` filter and ``group_by=tag``."""
 
     pk = models.CompositePrimaryKey("team_id", "tag_id", "bucket")
-    team = models.ForeignKey(Team, on_delete=models.CASCADE, **UNCHECKED)
-    tag = models.ForeignKey(Tag, on_delete=models.CASCADE, **UNCHECKED)
+    team = models.ForeignKey(Team, on_delete=models.CASCADE, db_constraint=False, db_index=False)
+    tag = models.ForeignKey(Tag, on_delete=models.CASCADE, db_constraint=False, db_index=False)
     bucket = models.DateTimeField()
     taps = models.BigIntegerField()
 
@@ -87,8 +87,8 @@ class TapRecord(models.Model):
     """
 
     tap_id = models.BigIntegerField(primary_key=True)
-    team = models.ForeignKey(Team, on_delete=models.DO_NOTHING, **UNCHECKED)
-    tag = models.ForeignKey(Tag, on_delete=models.DO_NOTHING, **UNCHECKED)
+    team = models.ForeignKey(Team, on_delete=models.DO_NOTHING, db_constraint=False, db_index=False)
+    tag = models.ForeignKey(Tag, on_delete=models.DO_NOTHING, db_constraint=False, db_index=False)
     count = models.IntegerField()
     created_at = models.DateTimeField()
 

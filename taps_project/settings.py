@@ -166,7 +166,7 @@ else:
     DATABASES = {
         "default": {
             "ENGINE": "django.db.backends.sqlite3",
-            "NAME": env_str("TAPS_SQLITE_PATH") or VAR_DIR / "taps.sqlite3",
+            "NAME": env_str("TAPS_SQLITE_PATH") or str(VAR_DIR / "taps.sqlite3"),
             # IMMEDIATE: a write transaction takes the lock up front, so the write path's
             # read-then-write steps cannot interleave with another writer.
             "OPTIONS": {

@@ -1,6 +1,7 @@
-from typing import Any
+from typing import Any, cast
 
 from django.contrib import admin, messages
+from django.db.models import Model
 from django.http import HttpRequest
 from rest_framework_api_key.admin import APIKeyModelAdmin
 
@@ -45,21 +46,22 @@ class TagAdmin(admin.ModelAdmin):
 
 @admin.register(TeamAPIKey)
 class TeamAPIKeyAdmin(APIKeyModelAdmin):
-    list_display = [*APIKeyModelAdmin.list_display, "team", "scope"]
-    list_filter = ["team", "scope", "revoked", "created"]
+    # the library types these as fixed-length tuples
+    list_display = (*APIKeyModelAdmin.list_display, "team", "scope")  # type: ignore[assignment]
+    list_filter = ("team", "scope", "revoked", "created")  # type: ignore[assignment]
     list_select_related = ["team"]
     fields = ["team", "name", "scope", "expiry_date", "revoked", "prefix"]
 
     def get_readonly_fields(
-        self, request: HttpRequest, obj: TeamAPIKey | None = None
+        self, request: HttpRequest, obj: Model | None = None
     ) -> tuple[str, ...]:
-        fields = tuple(super().get_readonly_fields(request, obj))
+        fields = tuple(super().get_readonly_fields(request, cast(Model, obj)))
         if obj is not None:
             fields += ("team", "scope")
         return fields
 
     def save_model(
-        self, request: HttpRequest, obj: TeamAPIKey, form: Any = None, change: bool = False
+        self, request: HttpRequest, obj: Any, form: Any = None, change: bool = False
     ) -> None:
         if change:
             obj.save()

@@ -7,6 +7,7 @@ the very next request in every worker.
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import cast
 
 from django.db import transaction
 from django.utils import timezone
@@ -45,7 +46,7 @@ def create_key(
         api_key, plaintext = TeamAPIKey.objects.create_key(
             team=team, name=name, scope=scope, expiry_date=expires_at
         )
-    return IssuedKey(api_key, plaintext)
+    return IssuedKey(cast(TeamAPIKey, api_key), plaintext)
 
 
 def revoke_key(prefix: str) -> TeamAPIKey:

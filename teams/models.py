@@ -1,5 +1,6 @@
 import zoneinfo
 from functools import cache
+from typing import ClassVar
 
 from django.core.exceptions import ValidationError
 from django.core.validators import MinValueValidator
@@ -75,7 +76,7 @@ class Scope(models.TextChoices):
 
 
 class TeamAPIKeyManager(BaseAPIKeyManager):
-    def get_usable_keys(self) -> models.QuerySet["TeamAPIKey"]:
+    def get_usable_keys(self) -> models.QuerySet:
         now = timezone.now()
         return self.filter(revoked=False).filter(
             models.Q(expiry_date__isnull=True) | models.Q(expiry_date__gt=now)
@@ -88,7 +89,7 @@ class TeamAPIKey(AbstractAPIKey):
     team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="api_keys")
     scope = models.CharField(max_length=16, choices=Scope.choices, default=Scope.READ)
 
-    objects = TeamAPIKeyManager()
+    objects: ClassVar[TeamAPIKeyManager] = TeamAPIKeyManager()  # type: ignore[assignment]
 
     class Meta(AbstractAPIKey.Meta):
         verbose_name = "team API key"
