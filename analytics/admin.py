@@ -14,6 +14,9 @@ class TapAdmin(admin.ModelAdmin):
     search_fields = ["=tag__uid"]
     list_select_related = ["team"]
     show_full_result_count = False
+    # Newest first within a team, read backwards from the (team_id, created_at) index
+    # rather than by sorting every tap.
+    ordering = ["-team_id", "-created_at"]
 
     def get_object(
         self, request: HttpRequest, object_id: str, from_field: str | None = None

@@ -5,20 +5,36 @@ from django.db.models import Model
 from django.http import HttpRequest
 from rest_framework_api_key.admin import APIKeyModelAdmin
 
+from analytics.models import Tap
 from teams.keys import create_key
 from teams.models import Tag, Team, TeamAPIKey
 from teams.tags import move_tag
 
 
+class NoDeleteOnceTappedAdmin(admin.ModelAdmin):
+    """Teams and tags with taps are not deleted from the admin: its confirmation page would
+    list every tap, and the taps are the customer's history."""
+
+    actions = None
+    tap_owner_field = ""
+
+    def has_delete_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
+        if obj is None or not super().has_delete_permission(request, obj):
+            return False
+        return not Tap.objects.filter(**{self.tap_owner_field: obj.pk}).exists()
+
+
 @admin.register(Team)
-class TeamAdmin(admin.ModelAdmin):
+class TeamAdmin(NoDeleteOnceTappedAdmin):
     list_display = ["id", "name", "time_zone", "created"]
     search_fields = ["name"]
     readonly_fields = ["created"]
+    tap_owner_field = "team_id"
 
 
 @admin.register(Tag)
-class TagAdmin(admin.ModelAdmin):
+class TagAdmin(NoDeleteOnceTappedAdmin):
+    tap_owner_field = "tag_id"
     list_display = ["uid", "team", "created_at", "owner_since"]
     list_filter = ["team"]
     search_fields = ["uid"]

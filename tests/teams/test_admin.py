@@ -109,3 +109,23 @@ def test_taps_are_listed_read_only(operator: Client, tag: Tag) -> None:
     assert adding.status_code == 403
     assert one.status_code == 302
     assert Tap.objects.get().created_at == datetime(2023, 5, 1, 10, tzinfo=UTC)
+
+
+def test_a_team_or_tag_with_taps_cannot_be_deleted_in_the_admin(
+    operator: Client, tag: Tag, team: Team
+) -> None:
+    add_taps((1, tag.uid, 1, "2023-05-01T10:00:00Z"))
+
+    team_page = operator.post(f"/admin/teams/team/{team.id}/delete/", {"post": "yes"})
+    tag_page = operator.post(f"/admin/teams/tag/{tag.uid}/delete/", {"post": "yes"})
+
+    assert (team_page.status_code, tag_page.status_code) == (403, 403)
+    assert Team.objects.filter(pk=team.pk).exists()
+    assert Tag.objects.filter(pk=tag.pk).exists()
+
+
+def test_a_tag_without_taps_can_be_deleted_in_the_admin(operator: Client, tag: Tag) -> None:
+    response = operator.post(f"/admin/teams/tag/{tag.uid}/delete/", {"post": "yes"})
+
+    assert response.status_code == 302
+    assert not Tag.objects.filter(pk=tag.pk).exists()

@@ -56,6 +56,7 @@ class Command(BaseCommand):
         started = time.monotonic()
         batches = 0
         current_file = ""
+        bars: list[tqdm] = []
 
         def report_problem(problem: Problem) -> None:
             self.stderr.write(f"{current_file}line {problem.line}: {problem.reason}")
@@ -66,6 +67,7 @@ class Command(BaseCommand):
             if verbosity < 1 or not sys.stderr.isatty():
                 return None
             bar = tqdm(total=size, unit="B", unit_scale=True, desc=Path(path).name, leave=False)
+            bars.append(bar)
             return bar.update
 
         def note_batch(report: LoadReport) -> None:
@@ -99,5 +101,8 @@ class Command(BaseCommand):
                 "Run the same command again to finish: stored taps are skipped.",
                 returncode=130,
             ) from None
+        finally:
+            for bar in bars:
+                bar.close()
         if verbosity >= 1:
             self.stdout.write(report.summary(time.monotonic() - started))
