@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TextIO, TypeVar
 
 from django.db import connection, transaction
+from django.db.backends.utils import CursorWrapper
 from django.utils import timezone
 
 from analytics.ingest import (
@@ -330,39 +331,69 @@ def store_tap_batch(rows: list[TapRow], report: LoadReport) -> list[Problem]:
             for line, uid, team_id, since in cursor.fetchall()
         ]
         cursor.execute(
-            f"""SELECT line, tap_id, earlier FROM (
-                    SELECT s.line, s.tap_id, COALESCE(
-                        seen.line, min(s.line) OVER (PARTITION BY t.team_id, s.tap_id)
-                    ) AS earlier
+            f"""SELECT line, tap_id, first_line FROM (
+                    SELECT s.line, s.tap_id,
+                        min(s.line) OVER (PARTITION BY t.team_id, s.tap_id) AS first_line
                     FROM {STAGE_TABLE} s JOIN teams_tag t ON t.uid = s.tag_uid
-                    LEFT JOIN load_seen seen
-                        ON seen.team_id = t.team_id AND seen.tap_id = s.tap_id
                 ) AS ranked
-                WHERE earlier <> line""",
+                WHERE first_line <> line""",
             [],
         )
         problems += [
-            Problem(line, f"duplicate id {tap_id}: line {earlier} has the same id")
-            for line, tap_id, earlier in cursor.fetchall()
+            Problem(line, f"duplicate id {tap_id}: line {first_line} has the same id")
+            for line, tap_id, first_line in cursor.fetchall()
         ]
-        if problems:
-            bad_lines = [(problem.line,) for problem in problems]
-            cursor.execute(
-                "CREATE TEMP TABLE IF NOT EXISTS tap_stage_refused (line bigint NOT NULL)"
-            )
-            cursor.execute("DELETE FROM tap_stage_refused")
-            copy_rows(cursor, "tap_stage_refused", ("line",), bad_lines)
-            cursor.execute(
-                f"DELETE FROM {STAGE_TABLE} WHERE line IN (SELECT line FROM tap_stage_refused)"
-            )
-        cursor.execute(
-            f"""INSERT INTO load_seen (team_id, tap_id, line)
-                SELECT t.team_id, s.tap_id, s.line
-                FROM {STAGE_TABLE} s JOIN teams_tag t ON t.uid = s.tag_uid""",
-            [],
-        )
+        _refuse(cursor, problems)
+        repeats = _refuse_ids_of_earlier_batches(cursor)
     report.taps.add(store_staged_taps())
-    return problems
+    return problems + repeats
+
+
+def _refuse(cursor: CursorWrapper, problems: list[Problem]) -> None:
+    if not problems:
+        return
+    cursor.execute("CREATE TEMP TABLE IF NOT EXISTS tap_stage_refused (line bigint NOT NULL)")
+    cursor.execute("DELETE FROM tap_stage_refused")
+    copy_rows(cursor, "tap_stage_refused", ("line",), [(problem.line,) for problem in problems])
+    cursor.execute(f"DELETE FROM {STAGE_TABLE} WHERE line IN (SELECT line FROM tap_stage_refused)")
+
+
+def _refuse_ids_of_earlier_batches(cursor: CursorWrapper) -> list[Problem]:
+    """Record the batch's ids in ``load_seen`` and refuse those an earlier batch had.
+
+    The insert skips ids the file has shown already, so the lookup of the earlier lines
+    runs only when it skipped some: a file without repeats never pays for it. The lookup
+    probes the key per row, because a join with the whole (growing) table would make a
+    long load quadratic.
+    """
+    cursor.execute(f"SELECT count(*) FROM {STAGE_TABLE}")
+    (staged,) = cursor.fetchone()
+    cursor.execute(
+        f"""INSERT INTO load_seen (team_id, tap_id, line)
+            SELECT t.team_id, s.tap_id, s.line
+            FROM {STAGE_TABLE} s JOIN teams_tag t ON t.uid = s.tag_uid WHERE true
+            ON CONFLICT (team_id, tap_id) DO NOTHING""",
+        [],
+    )
+    if cursor.rowcount == staged:
+        return []
+    cursor.execute(
+        f"""SELECT line, tap_id, earlier FROM (
+                SELECT s.line, s.tap_id, (
+                    SELECT seen.line FROM load_seen seen
+                    WHERE seen.team_id = t.team_id AND seen.tap_id = s.tap_id
+                ) AS earlier
+                FROM {STAGE_TABLE} s JOIN teams_tag t ON t.uid = s.tag_uid
+            ) AS probed
+            WHERE earlier <> line""",
+        [],
+    )
+    repeats = [
+        Problem(line, f"duplicate id {tap_id}: line {earlier} has the same id")
+        for line, tap_id, earlier in cursor.fetchall()
+    ]
+    _refuse(cursor, repeats)
+    return repeats
 
 
 def _as_text(value: datetime | str) -> str:
