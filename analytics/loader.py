@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TextIO, TypeVar
+from typing import Any, TextIO, TypeVar
 
 from django.db import connection, transaction
 from django.db.backends.utils import CursorWrapper
@@ -146,6 +146,13 @@ def _read_rows(
     """Yield (physical line number of the row's start, the wanted fields in order)."""
     reader = csv.reader(iter(_ProgressReader(stream, progress)))
     try:
+        yield from _rows_by_header(reader, columns)
+    except csv.Error as error:
+        raise FileFormatError(f"line {reader.line_num}: unreadable CSV ({error})") from None
+
+
+def _rows_by_header(reader: Any, columns: tuple[str, ...]) -> Iterator[tuple[int, list[str]]]:
+    try:
         header = next(reader)
     except StopIteration:
         raise FileFormatError(
@@ -161,18 +168,15 @@ def _read_rows(
     positions = [names.index(column) for column in columns]
     width = max(positions) + 1
     last_line = reader.line_num
-    try:
-        for fields in reader:
-            line = last_line + 1
-            last_line = reader.line_num
-            if not fields:
-                continue
-            if len(fields) < width:
-                yield line, []
-                continue
-            yield line, [fields[position].strip() for position in positions]
-    except csv.Error as error:
-        raise FileFormatError(f"line {reader.line_num}: unreadable CSV ({error})") from None
+    for fields in reader:
+        line = last_line + 1
+        last_line = reader.line_num
+        if not fields:
+            continue
+        if len(fields) < width:
+            yield line, []
+            continue
+        yield line, [fields[position].strip() for position in positions]
 
 
 def read_tags(
@@ -400,6 +404,12 @@ def _as_text(value: datetime | str) -> str:
     return value.isoformat() if isinstance(value, datetime) else f"{value}+00:00"
 
 
+def open_csv(path: Path) -> TextIO:
+    # Bytes that are not UTF-8 become U+FFFD: every field the loader reads is ASCII, so
+    # such a row is reported as a bad row with its line instead of stopping the load.
+    return path.open(newline="", encoding="utf-8", errors="replace")
+
+
 def load_files(
     *,
     tags_path: Path | None,
@@ -428,7 +438,7 @@ def load_files(
 
     def run() -> None:
         if tags_path is not None:
-            with tags_path.open(newline="", encoding="utf-8") as stream:
+            with open_csv(tags_path) as stream:
                 tag_rows = read_tags(stream, pending.append, open_progress(tags_path))
                 for batch in batched(tag_rows, batch_size):
                     with transaction.atomic():
@@ -438,7 +448,7 @@ def load_files(
         if taps_path is not None:
             start_tap_load()
             try:
-                with taps_path.open(newline="", encoding="utf-8") as stream:
+                with open_csv(taps_path) as stream:
                     tap_rows = read_taps(stream, pending.append, open_progress(taps_path))
                     for tap_batch in batched(tap_rows, batch_size):
                         with transaction.atomic():

@@ -1,4 +1,7 @@
 import io
+import os
+import subprocess
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -300,6 +303,35 @@ def test_an_unreadable_file_is_a_clear_error(
 
 
 @pytest.mark.django_db
+def test_bytes_that_are_not_utf8_make_a_bad_row_not_a_failed_load(
+    tags_csv: Path, tmp_path: Path
+) -> None:
+    taps = tmp_path / "taps.csv"
+    taps.write_bytes(
+        b"id,tag_uid,count,created_at\n1,1000000001,1,2023-10-20T14:22:01Z\n"
+        b"2,1000000001,1,2023-10-20T14:22:\xe901Z\n3,1000000001,1,2023-10-20T14:22:01Z\n"
+    )
+
+    _, err = load("--tags", str(tags_csv), "--taps", str(taps))
+
+    assert err.startswith("taps.csv: line 3: bad timestamp '2023-10-20T14:22:\ufffd01Z'")
+    assert team_totals()[1] == 2
+
+
+@pytest.mark.django_db
+def test_a_byte_order_mark_before_the_header_is_ignored(tags_csv: Path, tmp_path: Path) -> None:
+    taps = tmp_path / "taps.csv"
+    taps.write_bytes(
+        "\ufeffid,tag_uid,count,created_at\n1,1000000001,4,2023-10-20T14:22:01Z\n".encode()
+    )
+
+    _, err = load("--tags", str(tags_csv), "--taps", str(taps))
+
+    assert err == ""
+    assert team_totals()[1] == 4
+
+
+@pytest.mark.django_db
 def test_a_missing_file_is_a_clear_error(tmp_path: Path) -> None:
     error, _ = load_failing("--taps", str(tmp_path / "nope.csv"), "--no-tags")
 
@@ -317,3 +349,24 @@ def test_columns_may_come_in_any_order(tags_csv: Path, tmp_path: Path) -> None:
     load("--tags", str(tags_csv), "--taps", str(taps))
 
     assert team_totals() == {1: 3, 2: 0}
+
+
+def test_an_unreachable_database_is_a_message_not_a_traceback(tmp_path: Path) -> None:
+    env = dict(
+        os.environ,
+        DATABASE_URL="postgres://postgres@127.0.0.1:1/taps",
+        SECRET_KEY="only-for-this-test-" + "x" * 40,
+    )
+
+    result = subprocess.run(
+        [sys.executable, "manage.py", "load_taps"],
+        cwd=Path(__file__).resolve().parents[2],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    assert result.returncode == 1
+    assert "the database did not answer" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -5,6 +5,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db import OperationalError
 from tqdm import tqdm
 
 from analytics.loader import (
@@ -91,6 +92,11 @@ class Command(BaseCommand):
             )
         except FileFormatError as error:
             raise CommandError(f"{current_file}{error}") from None
+        except OperationalError as error:
+            raise CommandError(
+                f"the database did not answer ({str(error).strip()}); check DATABASE_URL and "
+                "run the command again: what was committed is kept"
+            ) from None
         except StrictLoadFailed as failure:
             raise CommandError(
                 f"--strict: {failure.report.bad_rows} bad rows, nothing was loaded"
