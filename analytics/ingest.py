@@ -45,7 +45,7 @@ class StoreResult:
 def copy_rows(
     cursor: CursorWrapper, table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]
 ) -> int:
-    """Append rows to a table: COPY on PostgreSQL, a prepared multi-row insert elsewhere."""
+    """Append rows to a table: COPY on PostgreSQL, ``executemany`` in chunks elsewhere."""
     count = 0
     if connection.vendor == "postgresql":
         with cursor.cursor.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:

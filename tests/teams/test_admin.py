@@ -23,6 +23,7 @@ def operator(db: None) -> Client:
 
 
 def test_a_key_issued_in_the_admin_is_shown_once_and_works(operator: Client, team: Team) -> None:
+    assert operator.get("/admin/teams/teamapikey/add/").status_code == 200
     response = operator.post(
         "/admin/teams/teamapikey/add/",
         {"team": team.id, "name": "from admin", "scope": "read", "expiry_date_0": "",
