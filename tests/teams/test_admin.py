@@ -130,3 +130,16 @@ def test_a_tag_without_taps_can_be_deleted_in_the_admin(operator: Client, tag: T
 
     assert response.status_code == 302
     assert not Tag.objects.filter(pk=tag.pk).exists()
+
+
+def test_the_tap_list_counts_at_most_its_cap(
+    operator: Client, tag: Tag, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from analytics.admin import CappedCountPaginator
+
+    monkeypatch.setattr(CappedCountPaginator, "CAP", 2)
+    add_taps(*[(tap_id, tag.uid, 1, "2023-05-01T10:00:00Z") for tap_id in range(1, 6)])
+
+    listing = operator.get("/admin/analytics/taprecord/")
+
+    assert listing.context["cl"].result_count == 3
