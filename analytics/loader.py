@@ -310,24 +310,16 @@ def store_tap_batch(rows: list[TapRow], report: LoadReport) -> list[Problem]:
     """
     stage_taps(rows)
     with connection.cursor() as cursor:
-        problems: list[Problem] = []
-        cursor.execute(
-            f"""SELECT s.line, s.tag_uid FROM {STAGE_TABLE} s
-                WHERE NOT EXISTS (SELECT 1 FROM teams_tag t WHERE t.uid = s.tag_uid)""",
-            [],
-        )
-        problems += [
-            Problem(line, f"unknown tag {uid}: it is not in the tags file or the database")
-            for line, uid in cursor.fetchall()
-        ]
         cursor.execute(
             f"""SELECT s.line, s.tag_uid, t.team_id, t.owner_since
-                FROM {STAGE_TABLE} s JOIN teams_tag t ON t.uid = s.tag_uid
-                WHERE s.created_at < t.owner_since""",
+                FROM {STAGE_TABLE} s LEFT JOIN teams_tag t ON t.uid = s.tag_uid
+                WHERE t.uid IS NULL OR s.created_at < t.owner_since""",
             [],
         )
-        problems += [
-            Problem(
+        problems = [
+            Problem(line, f"unknown tag {uid}: it is not in the tags file or the database")
+            if team_id is None
+            else Problem(
                 line,
                 f"tap predates its tag's owner: tag {uid} belongs to team {team_id} only "
                 f"since {_as_text(since)}",
