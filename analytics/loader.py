@@ -141,17 +141,31 @@ class _ProgressReader:
 
 
 def _read_rows(
-    stream: TextIO, columns: tuple[str, ...], progress: ProgressHandler | None
-) -> Iterator[tuple[int, list[str]]]:
-    """Yield (physical line number of the row's start, the wanted fields in order)."""
+    stream: TextIO,
+    columns: tuple[str, ...],
+    parse: Callable[[list[str], int], T],
+    on_problem: ProblemHandler,
+    progress: ProgressHandler | None,
+) -> Iterator[T]:
+    """Parse each row that has the wanted columns; report the others with their line."""
     reader = csv.reader(iter(_ProgressReader(stream, progress)))
     try:
-        yield from _rows_by_header(reader, columns)
+        for line, fields in _fields_by_header(reader, columns):
+            try:
+                if fields is None:
+                    raise RowError(f"expected {len(columns)} fields: {','.join(columns)}")
+                yield parse(fields, line)
+            except RowError as error:
+                on_problem(Problem(line, str(error)))
     except csv.Error as error:
         raise FileFormatError(f"line {reader.line_num}: unreadable CSV ({error})") from None
 
 
-def _rows_by_header(reader: Any, columns: tuple[str, ...]) -> Iterator[tuple[int, list[str]]]:
+def _fields_by_header(
+    reader: Any, columns: tuple[str, ...]
+) -> Iterator[tuple[int, list[str] | None]]:
+    """Yield (physical line where the row starts, its wanted fields in order, or None if
+    the row is too short)."""
     try:
         header = next(reader)
     except StopIteration:
@@ -174,46 +188,42 @@ def _rows_by_header(reader: Any, columns: tuple[str, ...]) -> Iterator[tuple[int
         if not fields:
             continue
         if len(fields) < width:
-            yield line, []
+            yield line, None
             continue
         yield line, [fields[position].strip() for position in positions]
+
+
+def _tag_row(fields: list[str], line: int) -> TagRow:
+    uid, team_id, created_at = fields
+    return TagRow(
+        uid=parse_id(uid, "tag_uid"),
+        team_id=parse_id(team_id, "team_id"),
+        created_at=parse_instant(created_at),
+        line=line,
+    )
+
+
+def _tap_row(fields: list[str], line: int) -> TapRow:
+    tap_id, tag_uid, count, created_at = fields
+    return TapRow(
+        tap_id=parse_id(tap_id, "id"),
+        tag_uid=parse_id(tag_uid, "tag_uid"),
+        count=parse_count(count),
+        at=parse_instant(created_at),
+        line=line,
+    )
 
 
 def read_tags(
     stream: TextIO, on_problem: ProblemHandler, progress: ProgressHandler | None = None
 ) -> Iterator[TagRow]:
-    for line, fields in _read_rows(stream, TAG_COLUMNS, progress):
-        try:
-            if not fields:
-                raise RowError(f"expected {len(TAG_COLUMNS)} fields: {','.join(TAG_COLUMNS)}")
-            uid, team_id, created_at = fields
-            yield TagRow(
-                uid=parse_id(uid, "tag_uid"),
-                team_id=parse_id(team_id, "team_id"),
-                created_at=parse_instant(created_at),
-                line=line,
-            )
-        except RowError as error:
-            on_problem(Problem(line, str(error)))
+    return _read_rows(stream, TAG_COLUMNS, _tag_row, on_problem, progress)
 
 
 def read_taps(
     stream: TextIO, on_problem: ProblemHandler, progress: ProgressHandler | None = None
 ) -> Iterator[TapRow]:
-    for line, fields in _read_rows(stream, TAP_COLUMNS, progress):
-        try:
-            if not fields:
-                raise RowError(f"expected {len(TAP_COLUMNS)} fields: {','.join(TAP_COLUMNS)}")
-            tap_id, tag_uid, count, created_at = fields
-            yield TapRow(
-                tap_id=parse_id(tap_id, "id"),
-                tag_uid=parse_id(tag_uid, "tag_uid"),
-                count=parse_count(count),
-                at=parse_instant(created_at),
-                line=line,
-            )
-        except RowError as error:
-            on_problem(Problem(line, str(error)))
+    return _read_rows(stream, TAP_COLUMNS, _tap_row, on_problem, progress)
 
 
 def batched(rows: Iterator[T], size: int) -> Iterator[list[T]]:
