@@ -438,27 +438,28 @@ def load_files(
     def open_progress(path: Path) -> ProgressHandler | None:
         return progress(str(path), path.stat().st_size) if progress else None
 
+    def load_file(
+        path: Path,
+        read: Callable[[TextIO, ProblemHandler, ProgressHandler | None], Iterator[T]],
+        store: Callable[[list[T], LoadReport], list[Problem]],
+        after_batch: Callable[[LoadReport], None] | None = None,
+    ) -> None:
+        with open_csv(path) as stream:
+            for batch in batched(read(stream, pending.append, open_progress(path)), batch_size):
+                with transaction.atomic():
+                    problems = store(batch, report)
+                flush(problems)
+                if after_batch is not None:
+                    after_batch(report)
+        flush([])
+
     def run() -> None:
         if tags_path is not None:
-            with open_csv(tags_path) as stream:
-                tag_rows = read_tags(stream, pending.append, open_progress(tags_path))
-                for batch in batched(tag_rows, batch_size):
-                    with transaction.atomic():
-                        problems = store_tag_batch(batch, report)
-                    flush(problems)
-                flush([])
+            load_file(tags_path, read_tags, store_tag_batch)
         if taps_path is not None:
             start_tap_load()
             try:
-                with open_csv(taps_path) as stream:
-                    tap_rows = read_taps(stream, pending.append, open_progress(taps_path))
-                    for tap_batch in batched(tap_rows, batch_size):
-                        with transaction.atomic():
-                            problems = store_tap_batch(tap_batch, report)
-                        flush(problems)
-                        if on_batch is not None:
-                            on_batch(report)
-                    flush([])
+                load_file(taps_path, read_taps, store_tap_batch, on_batch)
             finally:
                 finish_tap_load()
         if strict and report.bad_rows:
