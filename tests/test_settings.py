@@ -21,6 +21,7 @@ db = settings.DATABASES["default"]
 print(json.dumps({
     "engine": db["ENGINE"], "name": str(db["NAME"]), "host": db.get("HOST", ""),
     "conn_max_age": db.get("CONN_MAX_AGE"), "health_checks": db.get("CONN_HEALTH_CHECKS"),
+    "pg_options": db.get("OPTIONS", {}).get("options", ""),
     "cache": settings.CACHES["default"]["BACKEND"],
     "cache_location": settings.CACHES["default"].get("LOCATION", ""),
     "channels": settings.CHANNEL_LAYERS["default"]["BACKEND"],
@@ -76,6 +77,7 @@ def test_database_and_redis_urls_give_the_production_backends(tmp_path: Path) ->
     assert (values["name"], values["host"]) == ("taps", "db.example")
     assert values["conn_max_age"] == 600
     assert values["health_checks"] is True
+    assert values["pg_options"] == "-c temp_buffers=512MB"
     assert values["cache"] == "django_redis.cache.RedisCache"
     assert values["cache_location"] == "redis://cache.example:6380/2"
     assert values["channels"] == "channels_redis.core.RedisChannelLayer"
