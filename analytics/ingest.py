@@ -15,6 +15,8 @@ from typing import Any
 from django.db import connection, transaction
 from django.db.backends.utils import CursorWrapper
 
+from analytics import live
+from analytics.live import LIVE_INLINE_LIMIT, StoredRange
 from analytics.rollup import bucket_sql
 
 STAGE_TABLE = "tap_stage"
@@ -107,12 +109,16 @@ _OWNED = (
 )
 
 
-def store_staged_taps() -> StoreResult:
+def store_staged_taps(*, live_limit: int = LIVE_INLINE_LIMIT) -> StoreResult:
     """Store the staged taps and add them to the rollups; must run inside a transaction.
 
     Ids the tag's team already has are skipped and counted as duplicates, as are repeats of
     an id within the stage (the first wins). Staged taps whose tag is unknown, or which
     predate their tag's current owner, are not stored; callers refuse those beforehand.
+
+    Every stored tap gets its team's next ``seq`` (``TapSequence``), and the taps are
+    pushed to their teams' websockets once the transaction commits, never before; a team
+    with more than ``live_limit`` new taps is announced without them (``analytics.live``).
     """
     if not connection.in_atomic_block:
         raise RuntimeError("store_staged_taps must run inside transaction.atomic()")
@@ -120,22 +126,42 @@ def store_staged_taps() -> StoreResult:
         cursor.execute(f"SELECT count(*) FROM {STAGE_TABLE}")
         (staged,) = cursor.fetchone()
         if connection.vendor == "postgresql":
-            accepted = _store_postgresql(cursor)
+            ranges = _store_postgresql(cursor)
         else:
-            accepted = _store_sqlite(cursor)
+            ranges = _store_sqlite(cursor)
+    accepted = sum(stored.accepted for stored in ranges)
+    if accepted:
+        live.publish_on_commit([stored for stored in ranges if stored.accepted], live_limit)
     return StoreResult(accepted=accepted, duplicates=staged - accepted)
 
 
-def _store_postgresql(cursor: CursorWrapper) -> int:
-    # One statement: the rollups add up exactly the rows the INSERT reports as new, and a
-    # concurrent writer of the same id waits on the unique index, then skips it.
+def _store_postgresql(cursor: CursorWrapper) -> list[StoredRange]:
+    # One statement. ``bumped`` moves each team's counter past the staged taps, locking the
+    # counter row until commit (teams in id order, so two writers cannot deadlock): the
+    # team's writers thus commit in seq order. The rollups add up exactly the rows the
+    # INSERT reports as new, and a concurrent writer of the same id waits on the unique
+    # index, then skips it; its number is left unused. Rows go in in (line, staging) order,
+    # so of an id repeated in the stage the first wins.
     bucket = bucket_sql("created_at")
     cursor.execute(
         f"""
-        WITH new AS (
-            INSERT INTO analytics_tap (team_id, tap_id, tag_id, count, created_at)
-            SELECT t.team_id, s.tap_id, s.tag_uid, s.count, s.created_at
+        WITH staged AS (
+            SELECT t.team_id, s.tap_id, s.tag_uid, s.count, s.created_at,
+                   row_number() OVER (PARTITION BY t.team_id ORDER BY s.line, s.ctid) AS n
             FROM {STAGE_TABLE} s {_OWNED}
+        ), sizes AS (
+            SELECT team_id, count(*) AS size FROM staged GROUP BY team_id
+        ), bumped AS (
+            INSERT INTO analytics_tapsequence AS c (team_id, last_seq)
+            SELECT team_id, size FROM sizes ORDER BY team_id
+            ON CONFLICT (team_id) DO UPDATE SET last_seq = c.last_seq + EXCLUDED.last_seq
+            RETURNING team_id, last_seq
+        ), new AS (
+            INSERT INTO analytics_tap (team_id, tap_id, tag_id, count, created_at, seq)
+            SELECT s.team_id, s.tap_id, s.tag_uid, s.count, s.created_at,
+                   b.last_seq - z.size + s.n
+            FROM staged s JOIN bumped b USING (team_id) JOIN sizes z USING (team_id)
+            ORDER BY s.team_id, s.n
             ON CONFLICT (team_id, tap_id) DO NOTHING
             RETURNING team_id, tag_id, count, {bucket} AS bucket
         ), team_sums AS (
@@ -149,16 +175,21 @@ def _store_postgresql(cursor: CursorWrapper) -> int:
             GROUP BY team_id, tag_id, bucket ORDER BY team_id, tag_id, bucket
             ON CONFLICT (team_id, tag_id, bucket) DO UPDATE SET taps = r.taps + EXCLUDED.taps
         )
-        SELECT count(*) FROM new
+        SELECT b.team_id, b.last_seq - z.size, b.last_seq, coalesce(n.accepted, 0)
+        FROM bumped b JOIN sizes z USING (team_id)
+        LEFT JOIN (SELECT team_id, count(*) AS accepted FROM new GROUP BY team_id) n
+            USING (team_id)
+        ORDER BY b.team_id
         """,
         [],
     )
-    return cursor.fetchone()[0]
+    return [StoredRange(*row) for row in cursor.fetchall()]
 
 
-def _store_sqlite(cursor: CursorWrapper) -> int:
+def _store_sqlite(cursor: CursorWrapper) -> list[StoredRange]:
     # SQLite has no data-modifying CTEs; the transaction holds the database's write lock
-    # (transaction_mode IMMEDIATE), so these steps cannot interleave with another writer.
+    # (transaction_mode IMMEDIATE), so these steps cannot interleave with another writer,
+    # and taps commit in seq order without locking the counter rows.
     cursor.execute(
         f"""DELETE FROM {STAGE_TABLE} WHERE rowid NOT IN (
                 SELECT min(s.rowid) FROM {STAGE_TABLE} s {_OWNED}
@@ -169,12 +200,27 @@ def _store_sqlite(cursor: CursorWrapper) -> int:
         [],
     )
     cursor.execute(
-        f"""INSERT INTO analytics_tap (team_id, tap_id, tag_id, count, created_at)
-            SELECT t.team_id, s.tap_id, s.tag_uid, s.count, s.created_at
-            FROM {STAGE_TABLE} s {_OWNED}""",
+        f"""SELECT t.team_id, coalesce(c.last_seq, 0), count(*)
+            FROM {STAGE_TABLE} s {_OWNED}
+            LEFT JOIN analytics_tapsequence c ON c.team_id = t.team_id
+            GROUP BY t.team_id, c.last_seq ORDER BY t.team_id""",
         [],
     )
-    accepted = cursor.rowcount
+    ranges = [StoredRange(team_id, last, last + size, size) for team_id, last, size in cursor]
+    cursor.execute(
+        f"""INSERT INTO analytics_tap (team_id, tap_id, tag_id, count, created_at, seq)
+            SELECT t.team_id, s.tap_id, s.tag_uid, s.count, s.created_at,
+                coalesce(c.last_seq, 0)
+                    + row_number() OVER (PARTITION BY t.team_id ORDER BY s.line)
+            FROM {STAGE_TABLE} s {_OWNED}
+            LEFT JOIN analytics_tapsequence c ON c.team_id = t.team_id""",
+        [],
+    )
+    cursor.executemany(
+        """INSERT INTO analytics_tapsequence (team_id, last_seq) VALUES (%s, %s)
+           ON CONFLICT (team_id) DO UPDATE SET last_seq = excluded.last_seq""",
+        [(stored.team_id, stored.last) for stored in ranges],
+    )
     bucket = bucket_sql("s.created_at")
     cursor.execute(
         f"""INSERT INTO analytics_teamrollup (team_id, bucket, taps)
@@ -190,7 +236,7 @@ def _store_sqlite(cursor: CursorWrapper) -> int:
             ON CONFLICT (team_id, tag_id, bucket) DO UPDATE SET taps = taps + excluded.taps""",
         [],
     )
-    return accepted
+    return ranges
 
 
 def store_taps(rows: Sequence[TapRow]) -> StoreResult:
@@ -198,3 +244,4 @@ def store_taps(rows: Sequence[TapRow]) -> StoreResult:
     with transaction.atomic():
         stage_taps(rows)
         return store_staged_taps()
+

@@ -27,6 +27,7 @@ from analytics.ingest import (
     stage_taps,
     store_staged_taps,
 )
+from analytics.live import LOADER_INLINE_LIMIT
 from teams.models import MAX_BIGINT, Tag, Team
 
 TAG_COLUMNS = ("tag_uid", "team_id", "created_at")
@@ -351,7 +352,7 @@ def store_tap_batch(rows: list[TapRow], report: LoadReport) -> list[Problem]:
         ]
         _refuse(cursor, problems)
         repeats = _refuse_ids_of_earlier_batches(cursor)
-    report.taps.add(store_staged_taps())
+    report.taps.add(store_staged_taps(live_limit=LOADER_INLINE_LIMIT))
     return problems + repeats
 
 

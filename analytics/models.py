@@ -34,11 +34,15 @@ class Tap(models.Model):
     tag = models.ForeignKey(Tag, on_delete=models.PROTECT, db_constraint=False, db_index=False)
     count = models.IntegerField()
     created_at = models.DateTimeField()
+    # The team's stream position (SPEC 8): see ``TapSequence``.
+    seq = models.BigIntegerField()
 
     class Meta:
         indexes = [
             # minute queries, and per-team rollup checks, read raw taps by time
             models.Index(fields=["team", "created_at"], name="tap_team_time"),
+            # websocket resume reads a team's taps after a seq
+            models.Index(fields=["team", "seq"], name="tap_team_seq"),
         ]
         constraints = [
             models.CheckConstraint(condition=models.Q(tap_id__gte=1), name="tap_id_positive"),
@@ -47,6 +51,25 @@ class Tap(models.Model):
 
     def __str__(self) -> str:
         return f"tap {self.tap_id} of team {self.team_id}"
+
+
+class TapSequence(models.Model):
+    """The last ``seq`` given to a tap of a team.
+
+    The write path bumps this row (locking it) in the transaction that stores the team's
+    taps, so the team's writers commit one after another in ``seq`` order: once a tap with
+    ``seq`` n is visible, every tap of the team numbered below n is visible too, and a
+    client resuming ``after`` n cannot skip a tap committed late (SPEC 8). Numbers given
+    to ids that turn out to be duplicates are skipped: ``seq`` grows, with gaps.
+    """
+
+    team = models.OneToOneField(
+        Team, on_delete=models.CASCADE, primary_key=True, db_constraint=False
+    )
+    last_seq = models.BigIntegerField(default=0)
+
+    def __str__(self) -> str:
+        return f"team {self.team_id} at seq {self.last_seq}"
 
 
 class TeamRollup(models.Model):

@@ -1,0 +1,125 @@
+"""Pushing stored taps to the team's websockets (SPEC 8), and reading them back to resume.
+
+The write path calls ``publish_on_commit`` with what each transaction stored per team: the
+seq range it took (``after`` < seq <= ``last``). After the commit, one channel-layer
+message per team goes to the team's group, carrying the new taps (or, past a batch limit,
+only the range: a bulk load must not ship every row through Redis). A consumer knows from
+``after`` whether it has seen everything before the message; if not (a publish was lost or
+overtaken), it reads the missing taps back with ``taps_after``. Publishing never fails the
+write: the taps are committed before it starts.
+"""
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from functools import partial
+from typing import Any, TypedDict
+
+from asgiref.sync import async_to_sync
+from channels.exceptions import ChannelFull
+from channels.layers import get_channel_layer
+from django.db import transaction
+from redis.exceptions import RedisError
+
+from analytics.models import Tap, TapSequence
+
+logger = logging.getLogger(__name__)
+
+# Most taps a resume or a live message carries (SPEC 8: "at most 1000, oldest first").
+LIVE_INLINE_LIMIT = 1000
+# The loader stores 50,000-row batches; past this many taps of one team in one batch it
+# announces the range only, so a 10M-tap load costs one small message per team per batch.
+LOADER_INLINE_LIMIT = 100
+
+
+@dataclass(frozen=True, slots=True)
+class StoredRange:
+    """What one transaction stored for one team: seq numbers ``after`` < seq <= ``last``
+    were taken (ids that proved duplicates leave their numbers unused)."""
+
+    team_id: int
+    after: int
+    last: int
+    accepted: int
+
+
+class TapMessage(TypedDict):
+    type: str
+    id: int
+    tag: int
+    count: int
+    at: str
+    seq: int
+
+
+def team_group(team_id: int) -> str:
+    return f"taps.team.{team_id}"
+
+
+def tap_message(tap_id: int, tag_id: int, count: int, at: datetime, seq: int) -> TapMessage:
+    return {
+        "type": "tap",
+        "id": tap_id,
+        "tag": tag_id,
+        "count": count,
+        "at": at.astimezone(UTC).isoformat(),
+        "seq": seq,
+    }
+
+
+def taps_after(
+    team_id: int, after: int, *, upto: int | None = None
+) -> tuple[list[TapMessage], bool]:
+    """The team's taps with seq > ``after`` (and <= ``upto``), oldest first, at most
+    ``LIVE_INLINE_LIMIT``; the flag says whether more were left out.
+
+    Complete for any ``after``: the write path commits a team's taps in seq order.
+    """
+    taps = Tap.objects.filter(team_id=team_id, seq__gt=after)
+    if upto is not None:
+        taps = taps.filter(seq__lte=upto)
+    rows = list(
+        taps.order_by("seq").values_list("tap_id", "tag_id", "count", "created_at", "seq")[
+            : LIVE_INLINE_LIMIT + 1
+        ]
+    )
+    return [tap_message(*row) for row in rows[:LIVE_INLINE_LIMIT]], len(rows) > LIVE_INLINE_LIMIT
+
+
+def last_seq(team_id: int) -> int:
+    """The team's highest seq given so far (0 if none): where a fresh socket starts."""
+    counter = TapSequence.objects.filter(team_id=team_id).values_list("last_seq", flat=True)
+    return counter.first() or 0
+
+
+def publish_on_commit(ranges: Sequence[StoredRange], inline_limit: int) -> None:
+    """Push these ranges to their teams once the current transaction commits."""
+    transaction.on_commit(partial(publish, list(ranges), inline_limit))
+
+
+def publish(ranges: Sequence[StoredRange], inline_limit: int) -> None:
+    """Send one message per team; a channel layer that is down is logged, not raised."""
+    layer = get_channel_layer()
+    if layer is None:
+        return
+    for stored in ranges:
+        message: dict[str, Any] = {
+            "type": "taps.stored",
+            "after": stored.after,
+            "last": stored.last,
+            "taps": None,
+        }
+        if stored.accepted <= inline_limit:
+            message["taps"], _ = taps_after(stored.team_id, stored.after, upto=stored.last)
+        try:
+            async_to_sync(layer.group_send)(team_group(stored.team_id), message)
+        except (RedisError, OSError, ChannelFull) as error:
+            # The taps are committed; sockets that missed this message catch up from the
+            # database on the next one, or on reconnect with ``after``.
+            logger.warning(
+                "could not push %d taps of team %d to websockets: %s",
+                stored.accepted,
+                stored.team_id,
+                error,
+            )
