@@ -18,6 +18,7 @@ from django.db.backends.utils import CursorWrapper
 from analytics import live
 from analytics.live import LIVE_INLINE_LIMIT, StoredRange
 from analytics.rollup import bucket_sql
+from teams.models import Tag
 
 STAGE_TABLE = "tap_stage"
 STAGE_COLUMNS = ("line", "tap_id", "tag_uid", "count", "created_at")
@@ -245,3 +246,58 @@ def store_taps(rows: Sequence[TapRow]) -> StoreResult:
         stage_taps(rows)
         return store_staged_taps()
 
+
+class TapsRefused(Exception):
+    """A batch the ingest API refuses whole; ``problems`` maps item positions to field
+    messages, safe to show (they never say whether another team's tag exists)."""
+
+    def __init__(self, problems: dict[int, dict[str, list[str]]]) -> None:
+        super().__init__(f"{len(problems)} refused items")
+        self.problems = problems
+
+
+def ingest_taps(team_id: int, rows: Sequence[TapRow]) -> StoreResult:
+    """Store a team's batch from the ingest API, all or nothing (SPEC 6.3).
+
+    Every tag must belong to the team, and every tap must be no older than the team's
+    ownership of its tag; otherwise ``TapsRefused`` names the items and nothing is stored.
+    ``line`` of each row is its position in the batch.
+    """
+    uids = sorted({row.tag_uid for row in rows})
+    with transaction.atomic():
+        owned = _lock_owned_tags(team_id, uids)
+        problems: dict[int, dict[str, list[str]]] = {}
+        for row in rows:
+            if row.tag_uid not in owned:
+                # Unknown and foreign tags get the same answer: no team learns whether
+                # another team's tag exists (SPEC 1).
+                message = f"Tag {row.tag_uid} is not a tag of your team."
+                problems[row.line] = {"tag": [message]}
+            elif (since := owned[row.tag_uid]) is not None and row.at < since:
+                message = (
+                    f"This tap predates your team's ownership of tag {row.tag_uid} "
+                    f"(since {since.isoformat()}); taps before that are not yours to store."
+                )
+                problems[row.line] = {"at": [message]}
+        if problems:
+            raise TapsRefused(problems)
+        stage_taps(rows)
+        return store_staged_taps()
+
+
+def _lock_owned_tags(team_id: int, uids: Sequence[int]) -> dict[int, datetime | None]:
+    """The team's tags among ``uids`` with their ``owner_since``, locked until commit so
+    that a move in the admin cannot slip between this check and the insert (on SQLite the
+    transaction's write lock does that)."""
+    if not uids:
+        return {}
+    tags = Tag.objects.filter(team_id=team_id, uid__in=uids)
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            placeholders = ", ".join(["%s"] * len(uids))
+            cursor.execute(
+                f"""SELECT uid FROM teams_tag WHERE team_id = %s AND uid IN ({placeholders})
+                    ORDER BY uid FOR SHARE""",
+                [team_id, *uids],
+            )
+    return dict(tags.values_list("uid", "owner_since"))

@@ -1,12 +1,14 @@
 from django.contrib import admin
 from django.urls import path
 
+from analytics.ingest_api import TapIngestView
 from taps_project.health import healthz
 from teams.views import TeamView
 
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("v1/team", TeamView.as_view(), name="team"),
+    path("v1/taps", TapIngestView.as_view(), name="taps-ingest"),
     path("healthz", healthz, name="healthz"),
 ]
 

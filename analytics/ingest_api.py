@@ -1,0 +1,93 @@
+"""``POST /v1/taps``: teams post batches of taps with an ingest key (SPEC 6.3)."""
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.utils import timezone
+from rest_framework import serializers, status
+from rest_framework.exceptions import ValidationError
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from analytics.ingest import TapRow, TapsRefused, ingest_taps
+from analytics.loader import MAX_COUNT, RowError, parse_instant
+from taps_project.parsers import StrictJSONParser
+from teams.auth import TeamAuth
+from teams.models import MAX_BIGINT, Scope
+
+MAX_BATCH = 1000
+# SPEC 6.3: a device clock may run a little fast; more than this is a bad clock.
+MAX_FUTURE = timedelta(minutes=5)
+
+
+class TapInSerializer(serializers.Serializer):
+    id = serializers.IntegerField(min_value=1, max_value=MAX_BIGINT)
+    tag = serializers.IntegerField(min_value=1, max_value=MAX_BIGINT)
+    count = serializers.IntegerField(min_value=1, max_value=MAX_COUNT, default=1)
+    at = serializers.CharField(required=False, trim_whitespace=True)
+
+    def validate_at(self, value: str) -> datetime:
+        try:
+            instant = parse_instant(value)
+        except RowError as error:
+            raise serializers.ValidationError(str(error)) from None
+        now: datetime = self.context["now"]
+        if instant > now + MAX_FUTURE:
+            raise serializers.ValidationError(
+                f"{value} is more than 5 minutes in the future (server time "
+                f"{now.isoformat()}); check the device clock."
+            )
+        return instant
+
+
+class TapBatchSerializer(serializers.ListSerializer):
+    child = TapInSerializer()
+
+    def validate(self, attrs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        first_position: dict[int, int] = {}
+        problems: dict[str, dict[str, list[str]]] = {}
+        for position, item in enumerate(attrs):
+            earlier = first_position.setdefault(item["id"], position)
+            if earlier != position:
+                message = f"Duplicate id {item['id']}: item {earlier} has the same id."
+                problems[str(position)] = {"id": [message]}
+        if problems:
+            raise ValidationError(problems)
+        return attrs
+
+
+def positioned(errors: Any) -> Any:
+    """DRF lists one error dict per item, empty for good items; answer with only the bad
+    items, keyed by position, so a 1000-item batch names its bad item plainly."""
+    if isinstance(errors, list):
+        return {str(position): error for position, error in enumerate(errors) if error}
+    return errors
+
+
+class TapIngestView(APIView):
+    """Store a JSON list of up to 1000 taps, all or nothing; 201 with what was new."""
+
+    required_scope = Scope.INGEST
+    parser_classes = [StrictJSONParser]
+
+    def post(self, request: Request) -> Response:
+        auth: TeamAuth = request.auth
+        now = timezone.now()
+        batch = TapBatchSerializer(data=request.data, max_length=MAX_BATCH, context={"now": now})
+        if not batch.is_valid():
+            raise ValidationError(positioned(batch.errors))
+        rows = [
+            TapRow(item["id"], item["tag"], item["count"], item.get("at", now), line=position)
+            for position, item in enumerate(batch.validated_data)
+        ]
+        try:
+            result = ingest_taps(auth.team.pk, rows)
+        except TapsRefused as refused:
+            raise ValidationError(
+                {str(position): fields for position, fields in refused.problems.items()}
+            ) from None
+        return Response(
+            {"accepted": result.accepted, "duplicates": result.duplicates},
+            status=status.HTTP_201_CREATED,
+        )
