@@ -123,3 +123,31 @@ def publish(ranges: Sequence[StoredRange], inline_limit: int) -> None:
                 stored.team_id,
                 error,
             )
+
+
+@dataclass(frozen=True)
+class Backlog:
+    """What a socket sends right after ``ready``: the taps it missed (``gap`` if more
+    than ``LIVE_INLINE_LIMIT``), and ``last``, the seq it has then seen everything up to."""
+
+    taps: list[TapMessage]
+    gap: bool
+    last: int
+
+
+def read_backlog(team_id: int, after: int | None) -> Backlog:
+    """Where a socket starts: now, or resuming ``after`` a seq (SPEC 8).
+
+    The counter is read before the taps: a tap committed in between is then sent now, and
+    its live message dropped as already seen; read the other way round, it could be
+    counted as seen without having been sent.
+    """
+    current = last_seq(team_id)
+    if after is None:
+        return Backlog([], False, current)
+    taps, more = taps_after(team_id, after)
+    if more:
+        # The client reloads what it missed through the REST API; live taps go on from
+        # the newest one sent.
+        return Backlog(taps, True, max(current, taps[-1]["seq"]))
+    return Backlog(taps, False, max(current, after, *(tap["seq"] for tap in taps)))

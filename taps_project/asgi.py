@@ -9,6 +9,16 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "taps_project.settings")
 # Django must be set up before anything imports models.
 django_http = get_asgi_application()
 
-from channels.routing import ProtocolTypeRouter  # noqa: E402
+from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
+from django.urls import path  # noqa: E402
 
-application = ProtocolTypeRouter({"http": django_http})
+from analytics.consumers import TapsConsumer  # noqa: E402
+
+# No AuthMiddlewareStack and no origin check: sockets authenticate by key in their first
+# message, never by cookie, so any Origin is accepted (SPEC 8).
+application = ProtocolTypeRouter(
+    {
+        "http": django_http,
+        "websocket": URLRouter([path("ws/v1/taps", TapsConsumer.as_asgi())]),
+    }
+)

@@ -106,6 +106,11 @@ X_FRAME_OPTIONS = "DENY"
 TAPS_RATE_LIMIT = env_rate("TAPS_RATE_LIMIT", default="100/hour")
 TAPS_INGEST_RATE_LIMIT = env_rate("TAPS_INGEST_RATE_LIMIT", default="600/minute")
 TAPS_MAX_BUCKETS = env_int("TAPS_MAX_BUCKETS", default=10_000)
+# Websockets (SPEC 8): close a socket with no auth message after this long, and recheck
+# an open socket's key this often (a revoked key's socket must close within 5 seconds).
+# Not from the environment: the spec fixes them; tests shorten them.
+TAPS_WS_AUTH_SECONDS = 5.0
+TAPS_WS_KEY_CHECK_SECONDS = 2.0
 
 INSTALLED_APPS = [
     "django.contrib.admin",

@@ -80,3 +80,14 @@ def resolve_key(plaintext: str, *, now: datetime | None = None) -> TeamAPIKey:
             "ask your operator for a new one."
         )
     return api_key
+
+
+def key_is_usable(key_id: str, *, now: datetime | None = None) -> bool:
+    """Whether the key with this id is still neither revoked nor expired (for sockets
+    that authenticated once and must drop a key revoked while they are open)."""
+    moment = now or timezone.now()
+    return (
+        TeamAPIKey.objects.filter(pk=key_id, revoked=False)
+        .exclude(expiry_date__lte=moment)
+        .exists()
+    )

@@ -1,0 +1,131 @@
+"""``/ws/v1/taps``: live taps for dashboards (SPEC 8).
+
+The consumer authenticates the first message, joins the team's group and forwards what
+the write path publishes (``analytics.live``). It tracks ``last``, the seq it has sent
+everything up to: a message whose range starts past ``last`` means one was lost or
+overtaken, and the consumer reads the missing taps back from the database instead of
+skipping them.
+"""
+
+import asyncio
+import json
+from typing import Any
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncWebsocketConsumer
+from django.conf import settings
+
+from analytics.live import Backlog, TapMessage, read_backlog, taps_after, team_group
+from teams.keys import KeyRejected, key_is_usable, resolve_key
+from teams.models import Scope
+
+# Close codes: 4001 as SPEC 8 says for a bad key or no auth in time; 4003 for a key of
+# the wrong scope, as 403 is to 401 over HTTP.
+CLOSE_UNAUTHENTICATED = 4001
+CLOSE_WRONG_SCOPE = 4003
+
+
+class BadAuthMessage(ValueError):
+    pass
+
+
+def parse_auth(text: str | None) -> tuple[str, int | None]:
+    """The key and ``after`` of an auth message, or ``BadAuthMessage``."""
+    try:
+        message = json.loads(text or "")
+    except (ValueError, RecursionError):
+        raise BadAuthMessage("not JSON") from None
+    if not isinstance(message, dict) or message.get("type") != "auth":
+        raise BadAuthMessage("the first message must be {'type': 'auth', ...}")
+    key, after = message.get("key"), message.get("after")
+    if not isinstance(key, str):
+        raise BadAuthMessage("key must be a string")
+    if after is not None and (isinstance(after, bool) or not isinstance(after, int) or after < 0):
+        raise BadAuthMessage("after must be a seq (a whole number from 0)")
+    return key, after
+
+
+class TapsConsumer(AsyncWebsocketConsumer):
+    team_id: int | None = None
+    key_id: str | None = None
+    last: int = 0
+    watchers: list[asyncio.Task[None]]
+
+    async def connect(self) -> None:
+        # Any Origin: sockets authenticate by key, never by cookie (SPEC 8).
+        self.watchers = []
+        await self.accept()
+        self.watchers.append(asyncio.create_task(self.close_unless_authenticated()))
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        if self.team_id is not None:
+            return  # nothing to say after auth; ignored rather than fatal
+        try:
+            plaintext, after = parse_auth(text_data)
+            api_key = await database_sync_to_async(resolve_key)(plaintext)
+        except (BadAuthMessage, KeyRejected):
+            await self.close(code=CLOSE_UNAUTHENTICATED)
+            return
+        if api_key.scope != Scope.READ:
+            await self.close(code=CLOSE_WRONG_SCOPE)
+            return
+        team = api_key.team
+        # Join before reading the backlog: a tap committed meanwhile is then either in the
+        # backlog or in a message that waits in this channel, never in neither.
+        await self.channel_layer.group_add(team_group(team.pk), self.channel_name)
+        self.team_id, self.key_id = team.pk, api_key.pk
+        backlog: Backlog = await database_sync_to_async(read_backlog)(team.pk, after)
+        self.last = backlog.last
+        await self.send_json({"type": "ready", "team": {"id": team.pk, "name": team.name}})
+        await self.send_taps(backlog.taps)
+        if backlog.gap:
+            await self.send_json({"type": "gap"})
+        self.watchers.append(asyncio.create_task(self.close_when_key_unusable()))
+
+    async def disconnect(self, code: int) -> None:
+        for watcher in self.watchers:
+            watcher.cancel()
+        if self.team_id is not None:
+            await self.channel_layer.group_discard(team_group(self.team_id), self.channel_name)
+
+    async def taps_stored(self, event: dict[str, Any]) -> None:
+        """A transaction of the team stored taps ``after`` < seq <= ``last``."""
+        if self.team_id is None or event["last"] <= self.last:
+            return
+        if event["taps"] is None and event["after"] <= self.last:
+            # A bulk load: too many to push one by one; the dashboard reloads instead.
+            self.last = event["last"]
+            await self.send_json({"type": "gap"})
+            return
+        if event["after"] <= self.last:
+            taps: list[TapMessage] = event["taps"]
+            more = False
+        else:
+            # An earlier message was lost or is still on its way: the database has
+            # everything up to event["last"], committed in seq order.
+            taps, more = await database_sync_to_async(taps_after)(self.team_id, self.last)
+        await self.send_taps([tap for tap in taps if tap["seq"] > self.last])
+        self.last = max(self.last, event["last"], *(tap["seq"] for tap in taps))
+        if more:
+            await self.send_json({"type": "gap"})
+
+    async def send_taps(self, taps: list[TapMessage]) -> None:
+        for tap in taps:
+            await self.send_json(dict(tap))
+
+    async def send_json(self, content: dict[str, Any]) -> None:
+        await self.send(text_data=json.dumps(content))
+
+    async def close_unless_authenticated(self) -> None:
+        await asyncio.sleep(settings.TAPS_WS_AUTH_SECONDS)
+        if self.team_id is None:
+            await self.close(code=CLOSE_UNAUTHENTICATED)
+
+    async def close_when_key_unusable(self) -> None:
+        """Recheck the key while the socket is open: SPEC 8 wants a revoked or expired
+        key's socket closed within 5 seconds, in whichever worker holds it."""
+        while True:
+            await asyncio.sleep(settings.TAPS_WS_KEY_CHECK_SECONDS)
+            if not await database_sync_to_async(key_is_usable)(self.key_id or ""):
+                await self.close(code=CLOSE_UNAUTHENTICATED)
+                return
