@@ -76,7 +76,12 @@ class TapsConsumer(AsyncWebsocketConsumer):
         self.team_id, self.key_id = team.pk, api_key.pk
         backlog: Backlog = await database_sync_to_async(read_backlog)(team.pk, after)
         self.last = backlog.last
-        await self.send_json({"type": "ready", "team": {"id": team.pk, "name": team.name}})
+        # ``seq`` beyond SPEC 8's shape: where this socket starts, so a client that saw no
+        # tap yet can still resume from here after a drop.
+        start = backlog.last if after is None else after
+        await self.send_json(
+            {"type": "ready", "team": {"id": team.pk, "name": team.name}, "seq": start}
+        )
         await self.send_taps(backlog.taps)
         if backlog.gap:
             await self.send_json({"type": "gap"})

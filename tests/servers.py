@@ -27,8 +27,9 @@ def free_port() -> int:
     raise RuntimeError(f"no free port in {PORTS.start}..{PORTS.stop - 1}")
 
 
-def server_environment(channels_redis_url: str) -> dict[str, str]:
-    """This process's environment, pointed at the test database and a test Redis."""
+def server_environment(channels_redis_url: str | None) -> dict[str, str]:
+    """This process's environment, pointed at the test database and, if given, a test
+    Redis for the channel layer (else the settings' own: in-memory when embedded)."""
     env = dict(os.environ)
     db = connection.settings_dict
     if connection.vendor == "postgresql":
@@ -37,7 +38,8 @@ def server_environment(channels_redis_url: str) -> dict[str, str]:
         )
     else:
         env["TAPS_SQLITE_PATH"] = str(db["NAME"])
-    env["CHANNELS_REDIS_URL"] = channels_redis_url
+    if channels_redis_url is not None:
+        env["CHANNELS_REDIS_URL"] = channels_redis_url
     env.setdefault("SECRET_KEY", "test-servers-only")
     return env
 
@@ -55,14 +57,17 @@ def wait_for_port(port: int, process: subprocess.Popen[bytes]) -> None:
 
 
 @contextmanager
-def uvicorn_servers(count: int, *, channels_redis_url: str) -> Iterator[list[str]]:
-    """Start ``count`` servers; yield their base URLs (http://127.0.0.1:PORT)."""
+def uvicorn_servers(
+    count: int, *, channels_redis_url: str | None, ports: list[int] | None = None
+) -> Iterator[list[str]]:
+    """Start ``count`` servers (on ``ports`` if given); yield their base URLs
+    (http://127.0.0.1:PORT)."""
     env = server_environment(channels_redis_url)
     processes: list[subprocess.Popen[bytes]] = []
     urls: list[str] = []
     try:
-        for _ in range(count):
-            port = free_port()
+        for index in range(count):
+            port = ports[index] if ports else free_port()
             process = subprocess.Popen(
                 [
                     sys.executable,

@@ -63,7 +63,7 @@ def test_a_read_key_is_answered_with_ready_and_its_team(read_key: IssuedKey, tea
         await socket.disconnect()
         return ready
 
-    assert run(scenario) == {"type": "ready", "team": {"id": team.pk, "name": "Acme"}}
+    assert run(scenario) == {"type": "ready", "team": {"id": team.pk, "name": "Acme"}, "seq": 0}
 
 
 def test_a_stored_tap_arrives_with_its_seq(read_key: IssuedKey, tag: Tag) -> None:

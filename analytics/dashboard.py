@@ -1,0 +1,22 @@
+"""``GET /dashboard/`` (SPEC 9): one static page; everything else happens in the browser,
+with the pasted read key, against the public API and websocket."""
+
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import render
+from django.views.decorators.http import require_GET
+
+# The page loads only its own script and style and talks only to this origin (REST and
+# websocket); the key it holds cannot be sent anywhere else by injected markup.
+CONTENT_SECURITY_POLICY = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self' ws: wss:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+)
+
+
+@require_GET
+def dashboard(request: HttpRequest) -> HttpResponse:
+    response = render(request, "analytics/dashboard.html")
+    response["Content-Security-Policy"] = CONTENT_SECURITY_POLICY
+    # The page is the same for everyone; the key never reaches the server in the URL.
+    response["Referrer-Policy"] = "no-referrer"
+    return response
