@@ -1,8 +1,10 @@
 """/ws/v1/taps (SPEC 8): first-message auth, live taps with seq, resume, isolation."""
 
+import io
 import json
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
@@ -11,6 +13,7 @@ from channels.db import database_sync_to_async
 from channels.layers import DEFAULT_CHANNEL_LAYER, channel_layers
 from channels.testing import WebsocketCommunicator
 from channels_redis.core import RedisChannelLayer
+from django.core.management import call_command
 from django.db import transaction
 from django.utils import timezone
 
@@ -247,3 +250,23 @@ def test_a_bulk_batch_is_announced_as_a_gap(read_key: IssuedKey, tag: Tag) -> No
         return message
 
     assert run(scenario) == {"type": "gap"}
+
+
+def test_taps_loaded_from_a_file_reach_the_socket(
+    read_key: IssuedKey, tag: Tag, tmp_path: Path
+) -> None:
+    taps_csv = tmp_path / "taps.csv"
+    taps_csv.write_text(
+        f"id,tag_uid,count,created_at\n1,{tag.uid},2,2024-03-01T12:00:00Z\n"
+        f"2,{tag.uid},1,2024-03-01T12:01:00Z\n"
+    )
+    load = database_sync_to_async(call_command)
+
+    async def scenario() -> list[tuple[int, int]]:
+        socket, _ = await authed(read_key)
+        await load("load_taps", "--taps", str(taps_csv), stdout=io.StringIO())
+        got = [await socket.receive_json_from(timeout=5) for _ in range(2)]
+        await socket.disconnect()
+        return [(tap["id"], tap["count"]) for tap in got]
+
+    assert run(scenario) == [(1, 2), (2, 1)]
