@@ -94,8 +94,12 @@ def last_seq(team_id: int) -> int:
 
 
 def publish_on_commit(ranges: Sequence[StoredRange], inline_limit: int) -> None:
-    """Push these ranges to their teams once the current transaction commits."""
-    transaction.on_commit(partial(publish, list(ranges), inline_limit))
+    """Push these ranges to their teams once the current transaction commits.
+
+    ``robust``: should reading the taps back fail after the commit, Django logs it and the
+    request still answers with what was stored; a push is never worth a 500.
+    """
+    transaction.on_commit(partial(publish, list(ranges), inline_limit), robust=True)
 
 
 def publish(ranges: Sequence[StoredRange], inline_limit: int) -> None:
@@ -103,6 +107,7 @@ def publish(ranges: Sequence[StoredRange], inline_limit: int) -> None:
     layer = get_channel_layer()
     if layer is None:
         return
+    messages: list[tuple[StoredRange, dict[str, Any]]] = []
     for stored in ranges:
         message: dict[str, Any] = {
             "type": "taps.stored",
@@ -112,8 +117,16 @@ def publish(ranges: Sequence[StoredRange], inline_limit: int) -> None:
         }
         if stored.accepted <= inline_limit:
             message["taps"], _ = taps_after(stored.team_id, stored.after, upto=stored.last)
+        messages.append((stored, message))
+    # One trip into async code for all teams: from sync code without an event loop (the
+    # loader) each async_to_sync call starts a loop and a Redis connection of its own.
+    async_to_sync(_send)(layer, messages)
+
+
+async def _send(layer: Any, messages: list[tuple[StoredRange, dict[str, Any]]]) -> None:
+    for stored, message in messages:
         try:
-            async_to_sync(layer.group_send)(team_group(stored.team_id), message)
+            await layer.group_send(team_group(stored.team_id), message)
         except (RedisError, OSError, ChannelFull) as error:
             # The taps are committed; sockets that missed this message catch up from the
             # database on the next one, or on reconnect with ``after``.
