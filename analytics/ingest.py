@@ -291,13 +291,12 @@ def _lock_owned_tags(team_id: int, uids: Sequence[int]) -> dict[int, datetime | 
     transaction's write lock does that)."""
     if not uids:
         return {}
-    tags = Tag.objects.filter(team_id=team_id, uid__in=uids)
+    tags = Tag.objects.filter(team_id=team_id, uid__in=uids).order_by("uid")
     if connection.vendor == "postgresql":
+        # FOR SHARE: moves wait for this transaction, other ingests of the tags do not.
+        # Django's select_for_update knows only FOR UPDATE and FOR NO KEY UPDATE.
+        sql, params = tags.values_list("uid", "owner_since").query.sql_with_params()
         with connection.cursor() as cursor:
-            placeholders = ", ".join(["%s"] * len(uids))
-            cursor.execute(
-                f"""SELECT uid FROM teams_tag WHERE team_id = %s AND uid IN ({placeholders})
-                    ORDER BY uid FOR SHARE""",
-                [team_id, *uids],
-            )
+            cursor.execute(f"{sql} FOR SHARE", params)
+            return dict(cursor.fetchall())
     return dict(tags.values_list("uid", "owner_since"))

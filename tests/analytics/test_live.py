@@ -6,10 +6,11 @@ from datetime import UTC, datetime
 import pytest
 from django.db import connection, transaction
 
-from analytics.ingest import TapRow, store_taps
+from analytics.ingest import TapRow, ingest_taps, store_taps
 from analytics.live import LIVE_INLINE_LIMIT, last_seq, taps_after
 from analytics.models import Tap
 from teams.models import Tag, Team
+from teams.tags import move_tag
 
 WHEN = datetime(2024, 3, 1, 12, tzinfo=UTC)
 
@@ -128,3 +129,44 @@ def test_a_tap_committed_late_cannot_be_skipped_by_a_resuming_reader(tag: Tag, t
     seen, _ = taps_after(team.pk, 0)
     assert [tap["id"] for tap in seen] == [1, 2]
     assert [tap["id"] for tap in taps_after(team.pk, seen[0]["seq"])[0]] == [2]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_tag_move_waits_for_an_ingest_that_checked_the_tag(
+    tag: Tag, team: Team, other_team: Team
+) -> None:
+    # The ingest checked that the tag is its team's; a move committing between that check
+    # and the insert would store the tap under a team that no longer owns the tag.
+    checked, release = threading.Event(), threading.Event()
+
+    def ingest() -> None:
+        try:
+            with transaction.atomic():
+                ingest_taps(team.pk, taps(1, uid=tag.uid))
+                checked.set()
+                release.wait(30)
+        finally:
+            checked.set()
+            connection.close()
+
+    def move() -> None:
+        try:
+            move_tag(Tag.objects.get(uid=tag.uid), other_team)
+        finally:
+            connection.close()
+
+    first = threading.Thread(target=ingest)
+    first.start()
+    assert checked.wait(30)
+    second = threading.Thread(target=move)
+    second.start()
+    try:
+        wait_until_blocked_on_a_lock()
+        assert second.is_alive()
+    finally:
+        release.set()
+        first.join(30)
+        second.join(30)
+
+    assert Tap.objects.get(tap_id=1).team_id == team.pk
+    assert Tag.objects.get(uid=tag.uid).team_id == other_team.pk
