@@ -1,0 +1,197 @@
+"""Bucket boundaries on a time zone's clock and calendar (SPEC 6.1).
+
+Everything here is plain Python over ``zoneinfo``: it decides where buckets start, and
+the query module only sums stored rows into them. Instants are aware UTC datetimes;
+"walls" are naive local clock readings.
+
+- Day, week, month, quarter and year buckets start at the first instant of a local
+  calendar period, so a local day may be 23 or 25 hours long.
+- Minute and hour buckets start at every instant where the local clock shows a whole
+  minute or hour: the hour repeated when clocks go back is two buckets, the hour skipped
+  when they go forward is none, and a half-hour shift (Lord Howe) makes a bucket of 30 or
+  90 minutes.
+"""
+
+import enum
+from bisect import bisect_right
+from collections.abc import Iterator
+from datetime import UTC, date, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+
+class Interval(enum.StrEnum):
+    MINUTE = "minute"
+    HOUR = "hour"
+    DAY = "day"
+    WEEK = "week"
+    MONTH = "month"
+    QUARTER = "quarter"
+    YEAR = "year"
+
+    @property
+    def is_elapsed(self) -> bool:
+        return self in (Interval.MINUTE, Interval.HOUR)
+
+
+WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+
+# The earliest and latest instants a range may touch: buckets of a year, and the
+# search margins below, stay inside what ``datetime`` can represent.
+EARLIEST = datetime(1900, 1, 1, tzinfo=UTC)
+LATEST = datetime(3000, 1, 1, tzinfo=UTC)
+
+_UNITS = {Interval.MINUTE: timedelta(minutes=1), Interval.HOUR: timedelta(hours=1)}
+# Walls looked at beyond each end of the range for minute and hour buckets: more than
+# the largest clock change in use (a whole day, Samoa 2011, is handled by the retry).
+_MARGINS = (timedelta(hours=3), timedelta(hours=27))
+
+
+class TooManyBuckets(Exception):
+    def __init__(self, limit: int) -> None:
+        super().__init__(limit)
+        self.limit = limit
+
+
+def local_wall(instant: datetime, zone: ZoneInfo) -> datetime:
+    return instant.astimezone(zone).replace(tzinfo=None, fold=0)
+
+
+def first_instant(wall: datetime, zone: ZoneInfo) -> datetime:
+    """The first instant at which the local clock shows ``wall`` or later.
+
+    For a wall time that exists this is its first occurrence; for one skipped by a clock
+    change (a midnight that never happens) it is the instant of the change.
+    """
+    earlier = wall.replace(tzinfo=zone, fold=0).astimezone(UTC)
+    if local_wall(earlier, zone) == wall:
+        return earlier
+    # In a gap, fold=1 reads the wall with the offset after the change, which gives an
+    # instant before the change; the change lies between the two readings.
+    low = wall.replace(tzinfo=zone, fold=1).astimezone(UTC)
+    high = earlier
+    if local_wall(low, zone) >= wall:
+        return low
+    while high - low > timedelta(seconds=1):
+        middle = low + (high - low) / 2
+        middle = middle.replace(microsecond=0)
+        if local_wall(middle, zone) >= wall:
+            high = middle
+        else:
+            low = middle
+    return high
+
+
+def instants_showing(wall: datetime, zone: ZoneInfo) -> list[datetime]:
+    """Every instant at which the local clock shows ``wall``: none, one, or two."""
+    found: list[datetime] = []
+    for fold in (0, 1):
+        instant = wall.replace(tzinfo=zone, fold=fold).astimezone(UTC)
+        if local_wall(instant, zone) == wall and instant not in found:
+            found.append(instant)
+    return sorted(found)
+
+
+def calendar_floor(day: date, interval: Interval, week_start: int) -> date:
+    """The first day of the calendar period holding ``day``."""
+    if interval == Interval.DAY:
+        return day
+    if interval == Interval.WEEK:
+        return day - timedelta(days=(day.weekday() - week_start) % 7)
+    if interval == Interval.MONTH:
+        return day.replace(day=1)
+    if interval == Interval.QUARTER:
+        return date(day.year, (day.month - 1) // 3 * 3 + 1, 1)
+    return date(day.year, 1, 1)
+
+
+def next_calendar_start(day: date, interval: Interval) -> date:
+    if interval == Interval.DAY:
+        return day + timedelta(days=1)
+    if interval == Interval.WEEK:
+        return day + timedelta(days=7)
+    months = {Interval.MONTH: 1, Interval.QUARTER: 3, Interval.YEAR: 12}[interval]
+    month_index = day.year * 12 + day.month - 1 + months
+    return date(month_index // 12, month_index % 12 + 1, 1)
+
+
+def _calendar_boundaries(
+    start: datetime, end: datetime, interval: Interval, zone: ZoneInfo, week_start: int, cap: int
+) -> list[datetime]:
+    day = calendar_floor(local_wall(start, zone).date(), interval, week_start)
+    boundaries = [first_instant(datetime.combine(day, datetime.min.time()), zone)]
+    while boundaries[-1] < end:
+        if len(boundaries) > cap:
+            raise TooManyBuckets(cap)
+        day = next_calendar_start(day, interval)
+        boundaries.append(first_instant(datetime.combine(day, datetime.min.time()), zone))
+    return boundaries
+
+
+def _elapsed_candidates(
+    start: datetime, end: datetime, zone: ZoneInfo, unit: timedelta, margin: timedelta
+) -> list[datetime]:
+    wall = local_wall(start - margin, zone)
+    wall -= (wall - datetime.min) % unit
+    last = local_wall(end + margin, zone)
+    found: list[datetime] = []
+    while wall <= last:
+        found.extend(instants_showing(wall, zone))
+        wall += unit
+    found.sort()
+    return found
+
+
+def _elapsed_boundaries(
+    start: datetime, end: datetime, interval: Interval, zone: ZoneInfo, cap: int
+) -> list[datetime]:
+    unit = _UNITS[interval]
+    # Offsets change by at most a day, so this bound is close; the exact count follows.
+    if (end - start) / unit > cap + 48:
+        raise TooManyBuckets(cap)
+    for margin in _MARGINS:
+        candidates = _elapsed_candidates(start, end, zone, unit, margin)
+        first = bisect_right(candidates, start) - 1
+        last = bisect_right(candidates, end - timedelta(microseconds=1))
+        if first >= 0 and last < len(candidates):
+            if last - first > cap:
+                raise TooManyBuckets(cap)
+            return candidates[first : last + 1]
+    raise TooManyBuckets(cap)  # pragma: no cover - no zone skips more than a day
+
+
+def boundaries(
+    start: datetime,
+    end: datetime,
+    interval: Interval,
+    zone: ZoneInfo,
+    *,
+    week_start: int = 0,
+    cap: int,
+) -> list[datetime]:
+    """The UTC starts of every bucket meeting ``[start, end)``, then the end of the last.
+
+    The first bucket starts at or before ``start``; the last ends at or after ``end``.
+    Raises ``TooManyBuckets`` when there would be more than ``cap`` buckets.
+    """
+    if interval.is_elapsed:
+        return _elapsed_boundaries(start, end, interval, zone, cap)
+    return _calendar_boundaries(start, end, interval, zone, week_start, cap)
+
+
+def day_start(day: date, zone: ZoneInfo) -> datetime:
+    """The first instant of a local date."""
+    return first_instant(datetime.combine(day, datetime.min.time()), zone)
+
+
+def shift_years(day: date, years: int) -> date:
+    """The same date ``years`` later (earlier if negative); 29 February becomes the 28th."""
+    try:
+        return day.replace(year=day.year + years)
+    except ValueError:
+        return day.replace(year=day.year + years, day=28)
+
+
+def iter_labels(bounds: list[datetime], zone: ZoneInfo) -> Iterator[str]:
+    """Each bucket's label: its first instant, with the offset in force then."""
+    for instant in bounds[:-1]:
+        yield instant.astimezone(zone).isoformat()

@@ -1,0 +1,289 @@
+"""Counting taps: the one read path behind every analytics endpoint (SPEC 6.1, 6.2, 11).
+
+``count_taps`` answers a ``TapQuery`` with plain data. Bucket boundaries come from
+``analytics.periods``; the counts come from the 15-minute rollups, grouped in SQL by the
+coarsest ``Trunc`` that no bucket boundary cuts, so a year by day reads one row per day
+however many taps there are. Raw taps are read only where a rollup row would straddle
+the range's edge (a datetime that is not on a quarter hour: at most 15 minutes at each
+end), for minute buckets, and for historic zones whose offsets were not whole quarter
+hours. Results are identical on PostgreSQL and SQLite.
+"""
+
+from bisect import bisect_right
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, date, datetime, timedelta, tzinfo
+from typing import Any, Literal
+from zoneinfo import ZoneInfo
+
+from django.conf import settings
+from django.db.models import F, Sum
+from django.db.models.functions import Trunc
+from django.utils import timezone
+
+from analytics.models import ROLLUP_STEP, TagRollup, Tap, TeamRollup
+from analytics.periods import (
+    Interval,
+    boundaries,
+    day_start,
+    local_wall,
+    shift_years,
+)
+from teams.models import Team
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+Compare = Literal["previous", "year"]
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """One end of a range as the client gave it: a local date or an exact instant."""
+
+    day: date | None = None
+    instant: datetime | None = None
+
+    def resolve(self, zone: ZoneInfo, *, is_end: bool) -> datetime:
+        if self.instant is not None:
+            return self.instant.astimezone(UTC)
+        assert self.day is not None
+        # An end date is inclusive: the range runs to the start of the next day.
+        return day_start(self.day + timedelta(days=1) if is_end else self.day, zone)
+
+
+@dataclass(frozen=True)
+class TapQuery:
+    start: Endpoint
+    end: Endpoint
+    zone: ZoneInfo
+    interval: Interval = Interval.DAY
+    week_start: int = 0
+    tags: tuple[int, ...] = ()
+    group_by_tag: bool = False
+    fill: bool = True
+    limit: int = 50
+
+    def range(self) -> tuple[datetime, datetime]:
+        return self.start.resolve(self.zone, is_end=False), self.end.resolve(self.zone, is_end=True)
+
+
+@dataclass(frozen=True)
+class Period:
+    start: datetime  # local, with the offset in force at that instant
+    taps: int
+    partial: bool
+
+
+@dataclass(frozen=True)
+class Series:
+    tag: int
+    total: int
+    periods: list[Period]
+
+
+@dataclass
+class TapCounts:
+    start: datetime
+    end: datetime
+    total: int
+    periods: list[Period] = field(default_factory=list)
+    series: list[Series] | None = None
+
+
+def _on_rollup_grid(instant: datetime) -> bool:
+    return (instant - EPOCH) % ROLLUP_STEP == timedelta(0)
+
+
+def _ceil_to_grid(instant: datetime) -> datetime:
+    remainder = (instant - EPOCH) % ROLLUP_STEP
+    return instant if not remainder else instant + (ROLLUP_STEP - remainder)
+
+
+def _floor_to_grid(instant: datetime) -> datetime:
+    return instant - (instant - EPOCH) % ROLLUP_STEP
+
+
+def _all_whole(instants: Sequence[datetime], unit: timedelta) -> bool:
+    return all((instant - EPOCH) % unit == timedelta(0) for instant in instants)
+
+
+@dataclass(frozen=True)
+class _Source:
+    """Rows of one table over ``[low, high)``, grouped by a ``Trunc`` (or not at all)."""
+
+    table: Literal["rollup", "raw"]
+    low: datetime
+    high: datetime
+    trunc: str | None
+    trunc_zone: tzinfo | None = None
+
+
+def _sources(
+    start: datetime, end: datetime, inner: Sequence[datetime], query: TapQuery
+) -> list[_Source]:
+    """Where to read ``[start, end)`` from, given the bucket boundaries inside it."""
+    raw_trunc = "minute" if _all_whole(inner, timedelta(minutes=1)) else None
+    if query.interval == Interval.MINUTE or not all(map(_on_rollup_grid, inner)):
+        return [_Source("raw", start, end, raw_trunc, UTC)]
+    low, high = _ceil_to_grid(start), _floor_to_grid(end)
+    if low >= high:
+        return [_Source("raw", start, end, raw_trunc, UTC)]
+    if query.interval == Interval.HOUR:
+        # A UTC hour of rollup rows fits in one bucket when no boundary cuts it.
+        whole_hours = _all_whole(inner, timedelta(hours=1))
+        rollup = _Source("rollup", low, high, "hour" if whole_hours else None, UTC)
+    else:
+        # Weeks starting on Monday are what Trunc('week') gives; other weeks gather days.
+        kind = str(query.interval)
+        if query.interval == Interval.WEEK and query.week_start != 0:
+            kind = "day"
+        rollup = _Source("rollup", low, high, kind, query.zone)
+    sources = [rollup]
+    if start < low:
+        sources.append(_Source("raw", start, low, raw_trunc, UTC))
+    if high < end:
+        sources.append(_Source("raw", high, end, raw_trunc, UTC))
+    return sources
+
+
+def _grouped_rows(
+    team: Team, source: _Source, tags: Sequence[int], by_tag: bool
+) -> Iterable[tuple[Any, ...]]:
+    """``(instant, taps)`` or ``(instant, tag, taps)`` rows, summed in the database."""
+    if source.table == "raw":
+        queryset: Any = Tap.objects.filter(team=team)
+        time_field, amount = "created_at", "count"
+    elif tags or by_tag:
+        queryset = TagRollup.objects.filter(team=team)
+        time_field, amount = "bucket", "taps"
+    else:
+        queryset = TeamRollup.objects.filter(team=team)
+        time_field, amount = "bucket", "taps"
+    queryset = queryset.filter(
+        **{f"{time_field}__gte": source.low, f"{time_field}__lt": source.high}
+    )
+    if tags:
+        queryset = queryset.filter(tag_id__in=tags)
+    period = (
+        Trunc(time_field, source.trunc, tzinfo=source.trunc_zone) if source.trunc else F(time_field)
+    )
+    fields = ["period", "tag_id"] if by_tag else ["period"]
+    return (
+        queryset.annotate(period=period)
+        .values(*fields)
+        .annotate(taps=Sum(amount))
+        .order_by()
+        .values_list(*fields, "taps")
+    )
+
+
+def _bucket_index(bounds: Sequence[datetime], instant: datetime) -> int:
+    # A group's key may fall before the first boundary (a UTC hour or minute that the
+    # range starts in the middle of): its rows are all inside the range, so bucket 0.
+    return min(max(bisect_right(bounds, instant) - 1, 0), len(bounds) - 2)
+
+
+def _periods(
+    sums: list[int],
+    bounds: Sequence[datetime],
+    start: datetime,
+    end: datetime,
+    query: TapQuery,
+    as_of: datetime,
+) -> list[Period]:
+    periods = []
+    for index, taps in enumerate(sums):
+        if not taps and not query.fill:
+            continue
+        bucket_start, bucket_end = bounds[index], bounds[index + 1]
+        partial = bucket_start < start or bucket_end > end or bucket_end > as_of
+        periods.append(Period(bucket_start.astimezone(query.zone), taps, partial))
+    return periods
+
+
+def count_taps(
+    team: Team,
+    query: TapQuery,
+    *,
+    as_of: datetime | None = None,
+    series_tags: Sequence[int] | None = None,
+) -> TapCounts:
+    """Count the team's taps in the query's range, by bucket (and by tag if grouped).
+
+    ``as_of`` is the instant the caller reports; taps stored before it are counted.
+    ``series_tags`` fixes the series of a grouped query (a comparison uses the series of
+    the answer it is compared with). Raises ``periods.TooManyBuckets``.
+    """
+    as_of = as_of or timezone.now()
+    start, end = query.range()
+    bounds = boundaries(
+        start,
+        end,
+        query.interval,
+        query.zone,
+        week_start=query.week_start,
+        cap=settings.TAPS_MAX_BUCKETS,
+    )
+    inner = bounds[1:-1]
+    by_tag = query.group_by_tag
+    tags = series_tags if series_tags is not None else query.tags
+    team_sums = [0] * (len(bounds) - 1)
+    tag_sums: dict[int, list[int]] = {}
+    for source in _sources(start, end, inner, query):
+        for row in _grouped_rows(team, source, tags, by_tag):
+            index = _bucket_index(bounds, row[0])
+            team_sums[index] += row[-1]
+            if by_tag:
+                tag_sums.setdefault(row[1], [0] * len(team_sums))[index] += row[-1]
+    local_start, local_end = start.astimezone(query.zone), end.astimezone(query.zone)
+    counts = TapCounts(local_start, local_end, sum(team_sums))
+    if not by_tag:
+        counts.periods = _periods(team_sums, bounds, start, end, query, as_of)
+        return counts
+    for tag in tags:
+        tag_sums.setdefault(tag, [0] * len(team_sums))
+    totals = {tag: sum(sums) for tag, sums in tag_sums.items()}
+    if series_tags is not None:
+        chosen = list(series_tags)
+    else:
+        chosen = sorted(totals, key=lambda tag: (-totals[tag], tag))[: query.limit]
+    counts.series = [
+        Series(tag, totals[tag], _periods(tag_sums[tag], bounds, start, end, query, as_of))
+        for tag in chosen
+    ]
+    return counts
+
+
+def compared_query(query: TapQuery, compare: Compare) -> TapQuery:
+    """The range to compare with: the same length just before, or a year earlier.
+
+    A range given in dates moves by whole local days (a month of 31 days is compared with
+    the 31 days before it); one given as instants moves by elapsed time, or by a year on
+    the local calendar.
+    """
+    if compare == "year":
+        return replace(
+            query,
+            start=_years_earlier(query.start, query.zone),
+            end=_years_earlier(query.end, query.zone),
+        )
+    if query.start.day is not None and query.end.day is not None:
+        days = (query.end.day - query.start.day).days + 1
+        return replace(
+            query,
+            start=Endpoint(day=query.start.day - timedelta(days=days)),
+            end=Endpoint(day=query.start.day - timedelta(days=1)),
+        )
+    start, end = query.range()
+    return replace(
+        query, start=Endpoint(instant=start - (end - start)), end=Endpoint(instant=start)
+    )
+
+
+def _years_earlier(endpoint: Endpoint, zone: ZoneInfo) -> Endpoint:
+    if endpoint.day is not None:
+        return Endpoint(day=shift_years(endpoint.day, -1))
+    assert endpoint.instant is not None
+    wall = local_wall(endpoint.instant, zone)
+    earlier = datetime.combine(shift_years(wall.date(), -1), wall.time())
+    return Endpoint(instant=earlier.replace(tzinfo=zone).astimezone(UTC))

@@ -1,0 +1,357 @@
+"""``count_taps`` against an independent reference: plain Python and zoneinfo, one tap at
+a time, over generated taps and ranges in zones with odd offsets and DST changes."""
+
+from collections import Counter
+from dataclasses import replace
+from datetime import UTC, date, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import pytest
+from django.db import transaction
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+
+from analytics.ingest import TapRow, store_taps
+from analytics.periods import WEEKDAYS, Interval, TooManyBuckets
+from analytics.queries import Endpoint, TapQuery, compared_query, count_taps
+from teams.models import Tag, Team
+
+ZONES = (
+    "UTC",
+    "Europe/Paris",
+    "America/New_York",
+    "Asia/Kolkata",
+    "Asia/Kathmandu",
+    "Australia/Lord_Howe",
+)
+# Days around which ranges start: DST changes of the zones above in 2024, month and
+# year ends, and a leap day.
+INTERESTING_DAYS = (
+    date(2024, 3, 10),  # New York springs forward
+    date(2024, 3, 31),  # Paris springs forward
+    date(2024, 4, 7),  # Lord Howe goes back half an hour
+    date(2024, 10, 6),  # Lord Howe goes forward half an hour
+    date(2024, 10, 27),  # Paris goes back
+    date(2024, 11, 3),  # New York goes back
+    date(2024, 2, 29),
+    date(2024, 1, 31),
+    date(2023, 12, 31),
+    date(2024, 6, 30),
+)
+TAG_UIDS = (501, 502, 503)
+
+
+# The reference: each tap's bucket found by walking the clock, not by the code under test.
+
+
+def reference_bucket_start(
+    at: datetime, interval: Interval, zone: ZoneInfo, week_start: int
+) -> datetime:
+    if interval in (Interval.MINUTE, Interval.HOUR):
+        # Step back second by second (minute) or minute by minute (hour) until the local
+        # clock shows a whole minute or hour. Every zone here has whole-minute offsets.
+        step = timedelta(seconds=1) if interval == Interval.MINUTE else timedelta(minutes=1)
+        instant = at.replace(microsecond=0)
+        if interval == Interval.HOUR:
+            instant = instant.replace(second=0)
+        while True:
+            local = instant.astimezone(zone)
+            whole = local.second == 0 and (interval == Interval.MINUTE or local.minute == 0)
+            if whole:
+                return instant
+            instant -= step
+    local_day = at.astimezone(zone).date()
+    if interval == Interval.DAY:
+        first = local_day
+    elif interval == Interval.WEEK:
+        first = local_day - timedelta(days=(local_day.weekday() - week_start) % 7)
+    elif interval == Interval.MONTH:
+        first = local_day.replace(day=1)
+    elif interval == Interval.QUARTER:
+        first = local_day.replace(month=(local_day.month - 1) // 3 * 3 + 1, day=1)
+    else:
+        first = local_day.replace(month=1, day=1)
+    return datetime(first.year, first.month, first.day, tzinfo=zone).astimezone(UTC)
+
+
+def reference_counts(
+    taps: list[TapRow],
+    start: datetime,
+    end: datetime,
+    interval: Interval,
+    zone: ZoneInfo,
+    week_start: int,
+) -> list[tuple[str, int]]:
+    sums: Counter[datetime] = Counter()
+    for tap in taps:
+        if start <= tap.at < end:
+            sums[reference_bucket_start(tap.at, interval, zone, week_start)] += tap.count
+    return [(instant.astimezone(zone).isoformat(), sums[instant]) for instant in sorted(sums)]
+
+
+def reference_day_start(day: date, zone: ZoneInfo) -> datetime:
+    return datetime(day.year, day.month, day.day, tzinfo=zone).astimezone(UTC)
+
+
+# Generated cases
+
+
+RANGE_DAYS = {
+    Interval.MINUTE: 3,
+    Interval.HOUR: 9,
+    Interval.DAY: 40,
+    Interval.WEEK: 60,
+    Interval.MONTH: 200,
+    Interval.QUARTER: 400,
+    Interval.YEAR: 800,
+}
+
+
+@st.composite
+def cases(draw: st.DrawFn) -> dict:
+    zone = ZoneInfo(draw(st.sampled_from(ZONES)))
+    interval = draw(st.sampled_from(list(Interval)))
+    around = draw(st.sampled_from(INTERESTING_DAYS))
+    first_day = around - timedelta(days=draw(st.integers(0, 3)))
+    days = draw(st.integers(0, RANGE_DAYS[interval]))
+    last_day = first_day + timedelta(days=days)
+    if draw(st.booleans()):
+        start, end = Endpoint(day=first_day), Endpoint(day=last_day)
+    else:
+        # Instants anywhere in the first and last days, to the second: ranges cut rollup rows.
+        low = reference_day_start(first_day, zone) + timedelta(seconds=draw(st.integers(0, 86399)))
+        high = reference_day_start(last_day, zone) + timedelta(seconds=draw(st.integers(0, 86399)))
+        if high <= low:
+            high = low + timedelta(seconds=draw(st.integers(1, 7200)))
+        start, end = Endpoint(instant=low), Endpoint(instant=high)
+    # Taps anywhere around the range, and many within 20 minutes of either end, where
+    # the range cuts rollup rows.
+    range_start, range_end = start.resolve(zone, is_end=False), end.resolve(zone, is_end=True)
+    span_start = range_start - timedelta(hours=30)
+    span = int((range_end - range_start).total_seconds()) + 60 * 3600
+    near = st.integers(-1200, 1200)
+    instants = st.one_of(
+        st.integers(0, span).map(lambda second: span_start + timedelta(seconds=second)),
+        near.map(lambda second: range_start + timedelta(seconds=second)),
+        near.map(lambda second: range_end + timedelta(seconds=second)),
+    )
+    microseconds = st.sampled_from([0, 1, 999_999]).map(lambda us: timedelta(microseconds=us))
+    taps = [
+        TapRow(
+            tap_id=index,
+            tag_uid=draw(st.sampled_from(TAG_UIDS)),
+            count=draw(st.integers(1, 9)),
+            at=at + draw(microseconds),
+        )
+        for index, at in enumerate(draw(st.lists(instants, max_size=60)), start=1)
+    ]
+    week_start = draw(st.integers(0, 6)) if interval == Interval.WEEK else 0
+    return {
+        "query": TapQuery(
+            start=start, end=end, zone=zone, interval=interval, week_start=week_start, fill=False
+        ),
+        "taps": taps,
+    }
+
+
+class Rollback(Exception):
+    pass
+
+
+def store_for_new_team(taps: list[TapRow]) -> Team:
+    team = Team.objects.create(name="Reference")
+    for uid in TAG_UIDS:
+        Tag.objects.create(uid=uid, team=team)
+    store_taps(taps)
+    return team
+
+
+@pytest.mark.django_db
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(case=cases())
+def test_counts_match_a_reference_in_every_zone_and_interval(case: dict) -> None:
+    query: TapQuery = case["query"]
+    taps: list[TapRow] = case["taps"]
+    start, end = query.range()
+    if end <= start:
+        return
+    expected = reference_counts(taps, start, end, query.interval, query.zone, query.week_start)
+    try:
+        with transaction.atomic():
+            team = store_for_new_team(taps)
+            counts = count_taps(team, query)
+            filled = count_taps(team, replace(query, fill=True))
+            raise Rollback
+    except Rollback:
+        pass
+    assert [(p.start.isoformat(), p.taps) for p in counts.periods] == expected
+    assert counts.total == sum(taps for _, taps in expected)
+    assert sum(p.taps for p in filled.periods) == counts.total
+    assert [p for p in filled.periods if p.taps] == counts.periods
+    starts = [p.start.astimezone(UTC) for p in filled.periods]
+    assert starts == sorted(starts) and len(set(starts)) == len(starts)
+
+
+@pytest.mark.django_db
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(case=cases())
+@example(
+    case={
+        "query": TapQuery(
+            start=Endpoint(day=date(2024, 3, 1)),
+            end=Endpoint(day=date(2024, 3, 31)),
+            zone=ZoneInfo("Europe/Paris"),
+            interval=Interval.DAY,
+            group_by_tag=True,
+        ),
+        "taps": [TapRow(1, 501, 2, datetime(2024, 3, 30, 23, 30, tzinfo=UTC))],
+    }
+)
+def test_series_by_tag_add_up_to_the_total(case: dict) -> None:
+    query = replace(case["query"], group_by_tag=True, fill=True)
+    start, end = query.range()
+    if end <= start:
+        return
+    taps: list[TapRow] = case["taps"]
+    try:
+        with transaction.atomic():
+            team = store_for_new_team(taps)
+            counts = count_taps(team, query)
+            raise Rollback
+    except Rollback:
+        pass
+    assert counts.series is not None
+    for series in counts.series:
+        own = [tap for tap in taps if tap.tag_uid == series.tag]
+        expected = reference_counts(own, start, end, query.interval, query.zone, query.week_start)
+        assert [(p.start.isoformat(), p.taps) for p in series.periods if p.taps] == expected
+        assert series.total == sum(p.taps for p in series.periods)
+    assert sum(series.total for series in counts.series) == counts.total
+    totals = [(-series.total, series.tag) for series in counts.series]
+    assert totals == sorted(totals)
+
+
+# Worked examples of the rules in SPEC 6.1
+
+
+PARIS = ZoneInfo("Europe/Paris")
+
+
+def labels(query: TapQuery, team: Team) -> list[str]:
+    return [p.start.isoformat() for p in count_taps(team, query).periods]
+
+
+def hour_labels(team: Team, zone: ZoneInfo, start: datetime | date, end: datetime) -> list[str]:
+    first = Endpoint(day=start) if not isinstance(start, datetime) else Endpoint(instant=start)
+    query = TapQuery(start=first, end=Endpoint(instant=end), zone=zone, interval=Interval.HOUR)
+    return labels(query, team)
+
+
+def test_the_hour_repeated_when_clocks_go_back_is_two_buckets(team: Team) -> None:
+    start, end = datetime(2024, 10, 27, 0, tzinfo=UTC), datetime(2024, 10, 27, 2, tzinfo=UTC)
+    assert hour_labels(team, PARIS, start, end) == [
+        "2024-10-27T02:00:00+02:00",
+        "2024-10-27T02:00:00+01:00",
+    ]
+
+
+def test_the_hour_skipped_when_clocks_go_forward_has_no_bucket(team: Team) -> None:
+    end = datetime(2024, 3, 31, 4, 0, tzinfo=PARIS)
+    assert hour_labels(team, PARIS, date(2024, 3, 31), end) == [
+        "2024-03-31T00:00:00+01:00",
+        "2024-03-31T01:00:00+01:00",
+        "2024-03-31T03:00:00+02:00",
+    ]
+
+
+def test_a_local_day_may_be_23_or_25_hours(team: Team) -> None:
+    query = TapQuery(
+        start=Endpoint(day=date(2024, 3, 30)), end=Endpoint(day=date(2024, 4, 1)), zone=PARIS
+    )
+    counts = count_taps(team, query)
+    assert [p.start.isoformat() for p in counts.periods] == [
+        "2024-03-30T00:00:00+01:00",
+        "2024-03-31T00:00:00+01:00",
+        "2024-04-01T00:00:00+02:00",
+    ]
+    assert counts.end.isoformat() == "2024-04-02T00:00:00+02:00"
+
+
+def test_lord_howe_half_hour_change_makes_a_90_minute_bucket(team: Team) -> None:
+    lord_howe = ZoneInfo("Australia/Lord_Howe")
+    start, end = (
+        datetime(2024, 10, 6, 1, tzinfo=lord_howe),
+        datetime(2024, 10, 6, 4, tzinfo=lord_howe),
+    )
+    assert hour_labels(team, lord_howe, start, end) == [
+        "2024-10-06T01:00:00+10:30",
+        "2024-10-06T03:00:00+11:00",
+    ]
+
+
+def test_weeks_start_on_monday_unless_asked(team: Team) -> None:
+    sunday = Endpoint(day=date(2023, 1, 1))
+    query = TapQuery(start=sunday, end=sunday, zone=ZoneInfo("UTC"), interval=Interval.WEEK)
+    assert labels(query, team) == ["2022-12-26T00:00:00+00:00"]
+    sundays = replace(query, week_start=WEEKDAYS.index("sunday"))
+    assert labels(sundays, team) == ["2023-01-01T00:00:00+00:00"]
+
+
+def test_edge_buckets_count_only_taps_inside_the_range_and_are_partial(
+    team: Team, tag: Tag
+) -> None:
+    store_taps(
+        [
+            TapRow(1, tag.uid, 5, datetime(2024, 5, 1, 9, 59, 59, tzinfo=UTC)),
+            TapRow(2, tag.uid, 7, datetime(2024, 5, 1, 10, 0, 0, tzinfo=UTC)),
+            TapRow(3, tag.uid, 11, datetime(2024, 5, 1, 10, 44, 59, 999999, tzinfo=UTC)),
+            TapRow(4, tag.uid, 13, datetime(2024, 5, 1, 10, 45, tzinfo=UTC)),
+        ]
+    )
+    query = TapQuery(
+        start=Endpoint(instant=datetime(2024, 5, 1, 10, 0, tzinfo=UTC)),
+        end=Endpoint(instant=datetime(2024, 5, 1, 10, 45, tzinfo=UTC)),
+        zone=ZoneInfo("UTC"),
+        interval=Interval.DAY,
+    )
+    counts = count_taps(team, query)
+    assert [(p.start.isoformat(), p.taps, p.partial) for p in counts.periods] == [
+        ("2024-05-01T00:00:00+00:00", 18, True)
+    ]
+
+
+def test_a_bucket_that_has_not_ended_is_partial(team: Team) -> None:
+    today = datetime.now(UTC).date()
+    query = TapQuery(
+        start=Endpoint(day=today - timedelta(days=1)),
+        end=Endpoint(day=today),
+        zone=ZoneInfo("UTC"),
+    )
+    assert [p.partial for p in count_taps(team, query).periods] == [False, True]
+
+
+def test_too_many_buckets_is_refused_before_any_work(team: Team) -> None:
+    query = TapQuery(
+        start=Endpoint(day=date(2000, 1, 1)),
+        end=Endpoint(day=date(2024, 1, 1)),
+        zone=ZoneInfo("UTC"),
+        interval=Interval.MINUTE,
+    )
+    with pytest.raises(TooManyBuckets):
+        count_taps(team, query)
+
+
+def test_compare_previous_with_dates_moves_by_whole_local_days() -> None:
+    query = TapQuery(
+        start=Endpoint(day=date(2024, 3, 1)), end=Endpoint(day=date(2024, 3, 31)), zone=PARIS
+    )
+    earlier = compared_query(query, "previous")
+    assert (earlier.start.day, earlier.end.day) == (date(2024, 1, 30), date(2024, 2, 29))
+
+
+def test_compare_year_keeps_the_local_calendar_and_clamps_a_leap_day() -> None:
+    query = TapQuery(
+        start=Endpoint(day=date(2024, 2, 29)), end=Endpoint(day=date(2024, 2, 29)), zone=PARIS
+    )
+    earlier = compared_query(query, "year")
+    assert (earlier.start.day, earlier.end.day) == (date(2023, 2, 28), date(2023, 2, 28))
