@@ -22,7 +22,7 @@ from analytics.live import LIVE_INLINE_LIMIT
 from analytics.models import Tap
 from taps_project.asgi import application
 from teams.keys import IssuedKey, create_key, revoke_key
-from teams.models import Tag, Team
+from teams.models import Tag, Team, TeamAPIKey
 
 T = TypeVar("T")
 WHEN = datetime(2024, 3, 1, 12, tzinfo=UTC)
@@ -153,6 +153,25 @@ def test_a_key_revoked_while_connected_closes_the_socket(
         return still_open, await close_code(socket)
 
     assert run(scenario) == (True, 4001)
+
+
+def test_a_key_that_expires_while_connected_closes_the_socket(
+    read_key: IssuedKey, settings: Any
+) -> None:
+    settings.TAPS_WS_KEY_CHECK_SECONDS = 0.05
+
+    def expire() -> None:
+        # The expiry instant passes: what the clock would do, without waiting for it.
+        TeamAPIKey.objects.filter(pk=read_key.api_key.pk).update(
+            expiry_date=timezone.now() - timedelta(seconds=1)
+        )
+
+    async def scenario() -> int:
+        socket, _ = await authed(read_key)
+        await database_sync_to_async(expire)()
+        return await close_code(socket)
+
+    assert run(scenario) == 4001
 
 
 def test_other_teams_taps_never_reach_a_socket(
