@@ -106,6 +106,7 @@ X_FRAME_OPTIONS = "DENY"
 TAPS_RATE_LIMIT = env_rate("TAPS_RATE_LIMIT", default="100/hour")
 TAPS_INGEST_RATE_LIMIT = env_rate("TAPS_INGEST_RATE_LIMIT", default="600/minute")
 TAPS_MAX_BUCKETS = env_int("TAPS_MAX_BUCKETS", default=10_000)
+TAPS_DB_POOL_SIZE = env_int("TAPS_DB_POOL_SIZE", default=10)
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -155,7 +156,8 @@ TEMPLATES = [
 
 if DATABASE_URL:
     DATABASES = {
-        "default": dj_database_url.parse(DATABASE_URL, conn_max_age=600, conn_health_checks=True)
+        # Health checks make the pool test a connection before handing it out.
+        "default": dj_database_url.parse(DATABASE_URL, conn_health_checks=True)
     }
     if DATABASES["default"]["ENGINE"] != "django.db.backends.postgresql":
         raise ImproperlyConfigured(
@@ -166,7 +168,17 @@ if DATABASE_URL:
     # of local buffers a 10M-tap load spills it to temporary files (rerun of 10M: 295 s,
     # with 512 MB: 231 s). Local buffers are allocated only as temporary tables fill, so
     # web connections, whose staging tables hold one request's taps, do not grow.
-    DATABASES["default"].setdefault("OPTIONS", {})["options"] = "-c temp_buffers=512MB"
+    options = DATABASES["default"].setdefault("OPTIONS", {})
+    options["options"] = "-c temp_buffers=512MB"
+    # Under ASGI every request runs in a thread of its own, so persistent connections
+    # (one per thread) pile up: 150 concurrent requests in one worker exhausted
+    # PostgreSQL's 100 connections. A pool per worker process bounds them; requests
+    # beyond it wait for a connection instead of failing.
+    options["pool"] = {
+        "min_size": 1,
+        "max_size": TAPS_DB_POOL_SIZE,
+        "timeout": 10,
+    }
 else:
     DATABASES = {
         "default": {
