@@ -4,6 +4,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.utils import timezone
+from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import serializers, status
 from rest_framework.exceptions import ValidationError
 from rest_framework.request import Request
@@ -57,6 +58,13 @@ class TapBatchSerializer(serializers.ListSerializer):
         return attrs
 
 
+class StoredSerializer(serializers.Serializer):
+    """The answer; only describes it for the OpenAPI schema."""
+
+    accepted = serializers.IntegerField(help_text="Taps stored now.")
+    duplicates = serializers.IntegerField(help_text="Ids the team had already: not counted.")
+
+
 def positioned(errors: Any) -> Any:
     """DRF lists one error dict per item, empty for good items; answer with only the bad
     items, keyed by position, so a 1000-item batch names its bad item plainly."""
@@ -71,6 +79,18 @@ class TapIngestView(APIView):
     required_scope = Scope.INGEST
     parser_classes = [StrictJSONParser]
 
+    @extend_schema(
+        summary="Post taps (ingest key)",
+        request=TapInSerializer(many=True),
+        responses={
+            201: StoredSerializer,
+            400: OpenApiResponse(
+                description='Bad items by position, nothing stored: {"3": {"count": ["..."]}}'
+            ),
+            413: OpenApiResponse(description="Body over 1 MiB."),
+            415: OpenApiResponse(description="Body not JSON."),
+        },
+    )
     def post(self, request: Request) -> Response:
         auth: TeamAuth = request.auth
         now = timezone.now()

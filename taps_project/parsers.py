@@ -1,51 +1,45 @@
-"""Request body parsing that never ends in a 500 (SPEC 6).
+"""Request bodies (SPEC 6): JSON only, at most 1 MiB, and never a 500 on odd input."""
 
-DRF's ``JSONParser`` reads any size and lets a ``RecursionError`` from absurdly nested
-JSON escape as a server error. ``StrictJSONParser`` reads at most ``MAX_BODY_BYTES``
-(413 beyond) and turns every undecodable body into a 400.
-"""
-
-import json
+import codecs
 from typing import Any
 
-from django.conf import settings
 from rest_framework import status
 from rest_framework.exceptions import APIException, ParseError
 from rest_framework.parsers import JSONParser
+from rest_framework.settings import api_settings
+from rest_framework.utils import json
 
 MAX_BODY_BYTES = 1024 * 1024
 
 
-class RequestTooLarge(APIException):
+class BodyTooLarge(APIException):
     status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
-    default_detail = f"The request body is larger than {MAX_BODY_BYTES} bytes; send fewer items."
-    default_code = "request_too_large"
-
-
-def _reject_constant(name: str) -> None:
-    raise ValueError(f"{name} is not valid JSON")
+    default_detail = "The request body is over 1 MiB; send less at a time."
+    default_code = "body_too_large"
 
 
 class StrictJSONParser(JSONParser):
-    """JSON of at most 1 MiB; NaN and Infinity refused; too deep or malformed is a 400."""
+    """DRF's JSON parser with a size cap, read before anything is decoded.
 
-    def parse(
-        self,
-        stream: Any,
-        media_type: str | None = None,
-        parser_context: dict[str, Any] | None = None,
-    ) -> Any:
-        request = (parser_context or {}).get("request")
-        declared = request.META.get("CONTENT_LENGTH") if request is not None else None
-        if declared and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
-            raise RequestTooLarge()
-        body = stream.read(MAX_BODY_BYTES + 1) if stream is not None else b""
+    Django's ``DATA_UPLOAD_MAX_MEMORY_SIZE`` does not apply here, because DRF reads the
+    request as a stream, so the cap is enforced while reading.
+    """
+
+    def parse(self, stream: Any, media_type: str | None = None, parser_context: Any = None) -> Any:
+        if stream is None:
+            raise ParseError("The request body is empty; send a JSON document.")
+        body = stream.read(MAX_BODY_BYTES + 1)
         if len(body) > MAX_BODY_BYTES:
-            raise RequestTooLarge()
-        encoding = (parser_context or {}).get("encoding", settings.DEFAULT_CHARSET)
+            raise BodyTooLarge()
+        encoding = (parser_context or {}).get("encoding") or "utf-8"
         try:
-            return json.loads(body.decode(encoding), parse_constant=_reject_constant)
+            text = codecs.decode(body, encoding)
+        except (UnicodeDecodeError, LookupError):
+            raise ParseError(f"The request body is not valid {encoding} text.") from None
+        parse_constant = json.strict_constant if api_settings.STRICT_JSON else None
+        try:
+            return json.loads(text, parse_constant=parse_constant)
+        except ValueError as error:
+            raise ParseError(f"The request body is not valid JSON: {error}.") from None
         except RecursionError:
-            raise ParseError("The JSON body is nested too deeply.") from None
-        except ValueError as error:  # also UnicodeDecodeError and json.JSONDecodeError
-            raise ParseError(f"The body is not valid JSON: {error}") from None
+            raise ParseError("The request body's JSON is nested too deeply.") from None

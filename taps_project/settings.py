@@ -106,6 +106,7 @@ X_FRAME_OPTIONS = "DENY"
 TAPS_RATE_LIMIT = env_rate("TAPS_RATE_LIMIT", default="100/hour")
 TAPS_INGEST_RATE_LIMIT = env_rate("TAPS_INGEST_RATE_LIMIT", default="600/minute")
 TAPS_MAX_BUCKETS = env_int("TAPS_MAX_BUCKETS", default=10_000)
+TAPS_DB_POOL_SIZE = env_int("TAPS_DB_POOL_SIZE", default=10)
 # Websockets (SPEC 8): close a socket with no auth message after this long, and recheck
 # an open socket's key this often (a revoked key's socket must close within 5 seconds).
 # Not from the environment: the spec fixes them; tests shorten them.
@@ -123,6 +124,8 @@ INSTALLED_APPS = [
     "rest_framework",
     "rest_framework_api_key",
     "django_filters",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
     "channels",
     "teams",
     "analytics",
@@ -160,7 +163,8 @@ TEMPLATES = [
 
 if DATABASE_URL:
     DATABASES = {
-        "default": dj_database_url.parse(DATABASE_URL, conn_max_age=600, conn_health_checks=True)
+        # Health checks make the pool test a connection before handing it out.
+        "default": dj_database_url.parse(DATABASE_URL, conn_health_checks=True)
     }
     if DATABASES["default"]["ENGINE"] != "django.db.backends.postgresql":
         raise ImproperlyConfigured(
@@ -171,7 +175,17 @@ if DATABASE_URL:
     # of local buffers a 10M-tap load spills it to temporary files (rerun of 10M: 295 s,
     # with 512 MB: 231 s). Local buffers are allocated only as temporary tables fill, so
     # web connections, whose staging tables hold one request's taps, do not grow.
-    DATABASES["default"].setdefault("OPTIONS", {})["options"] = "-c temp_buffers=512MB"
+    options = DATABASES["default"].setdefault("OPTIONS", {})
+    options["options"] = "-c temp_buffers=512MB"
+    # Under ASGI every request runs in a thread of its own, so persistent connections
+    # (one per thread) pile up: 150 concurrent requests in one worker exhausted
+    # PostgreSQL's 100 connections. A pool per worker process bounds them; requests
+    # beyond it wait for a connection instead of failing.
+    options["pool"] = {
+        "min_size": 1,
+        "max_size": TAPS_DB_POOL_SIZE,
+        "timeout": 10,
+    }
 else:
     DATABASES = {
         "default": {
@@ -235,12 +249,33 @@ STORAGES = {
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
+# SPEC 6: a body over 1 MiB is refused (413, mapped in taps_project.errors).
+DATA_UPLOAD_MAX_MEMORY_SIZE = 1024 * 1024
+
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["teams.auth.TeamAPIKeyAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["teams.auth.HasScope"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_PARSER_CLASSES": ["taps_project.parsers.StrictJSONParser"],
+    "DEFAULT_CONTENT_NEGOTIATION_CLASS": "taps_project.negotiation.FormatNegotiation",
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "taps_project.errors.api_exception_handler",
     "UNAUTHENTICATED_USER": None,
+}
+
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Tap Analytics API",
+    "DESCRIPTION": (
+        "Tap counts of your team's NFC tags. Send your team's API key in the X-Api-Key "
+        "header. Each key may make TAPS_RATE_LIMIT analytics requests per rolling window."
+    ),
+    "VERSION": "1",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
+    "SERVE_AUTHENTICATION": [],
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "COMPONENT_SPLIT_REQUEST": True,
 }
 
 LOGGING = {

@@ -1,15 +1,22 @@
 from django.contrib import admin
 from django.urls import path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from analytics.dashboard import dashboard
 from analytics.ingest_api import TapIngestView
+from analytics.views import SeedTapAnalyticsView, TapAnalyticsViewSet, UsageView
 from taps_project.health import healthz
 from teams.views import TeamView
 
 urlpatterns = [
     path("admin/", admin.site.urls),
+    path("v1/analytics/taps", TapAnalyticsViewSet.as_view({"get": "list"}), name="analytics-taps"),
+    path("v1/api/tap/analytics", SeedTapAnalyticsView.as_view(), name="seed-tap-analytics"),
+    path("v1/usage", UsageView.as_view(), name="usage"),
     path("v1/team", TeamView.as_view(), name="team"),
     path("v1/taps", TapIngestView.as_view(), name="taps-ingest"),
+    path("v1/schema", SpectacularAPIView.as_view(), name="schema"),
+    path("v1/docs", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
     path("healthz", healthz, name="healthz"),
     path("dashboard/", dashboard, name="dashboard"),
 ]

@@ -8,6 +8,7 @@ from django.conf import settings
 from django.db import connection
 from rest_framework.test import APIClient
 
+from analytics import throttling
 from analytics.ingest import TapRow, store_taps
 from teams.keys import IssuedKey, create_key
 from teams.models import Scope, Tag, Team
@@ -49,6 +50,14 @@ def _flush_configured_redis() -> Iterator[None]:
         client.close()
     else:
         yield
+
+
+@pytest.fixture(autouse=True)
+def _fresh_rate_limiter() -> Iterator[None]:
+    """In-process rate-limit windows and any remembered Redis outage start empty."""
+    throttling.reset_local_state()
+    yield
+    throttling.reset_local_state()
 
 
 @pytest.fixture

@@ -1,99 +1,141 @@
-"""Real uvicorn servers on the test database, for tests that cross process boundaries."""
+"""Real servers for tests that need more than one process: the service under uvicorn on
+this test's database, and a private Redis that a test may stop."""
 
 import os
+import shutil
+import signal
 import socket
 import subprocess
 import sys
-import threading
-from collections.abc import Iterator
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from django.db import connection
 
-BASE_DIR = Path(__file__).resolve().parent.parent
-# Ports for servers the tests start; kept apart from other suites running on the machine.
-PORTS = range(18100, 18200)
+ROOT = Path(__file__).resolve().parent.parent
 
 
-def free_port() -> int:
-    for port in PORTS:
+# Ports for the live-taps tests' servers, apart from those of other suites on the machine.
+LIVE_PORTS = range(18100, 18200)
+
+
+def free_port(ports: range | None = None) -> int:
+    """A free port: any (the system's choice), or the first free one of ``ports``."""
+    if ports is None:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            return probe.getsockname()[1]
+    for port in ports:
         with socket.socket() as probe:
             try:
                 probe.bind(("127.0.0.1", port))
             except OSError:
                 continue
             return port
-    raise RuntimeError(f"no free port in {PORTS.start}..{PORTS.stop - 1}")
+    raise RuntimeError(f"no free port in {ports.start}..{ports.stop - 1}")
 
 
-def server_environment(channels_redis_url: str | None) -> dict[str, str]:
-    """This process's environment, pointed at the test database and, if given, a test
-    Redis for the channel layer (else the settings' own: in-memory when embedded)."""
-    env = dict(os.environ)
+def test_database_env() -> dict[str, str]:
+    """Environment that points a server process at this test's database."""
     db = connection.settings_dict
     if connection.vendor == "postgresql":
-        env["DATABASE_URL"] = (
-            f"postgres://{db['USER']}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
-        )
-    else:
-        env["TAPS_SQLITE_PATH"] = str(db["NAME"])
-    if channels_redis_url is not None:
-        env["CHANNELS_REDIS_URL"] = channels_redis_url
-    env.setdefault("SECRET_KEY", "test-servers-only")
-    return env
+        host, port = db["HOST"] or "127.0.0.1", db["PORT"] or 5432
+        return {"DATABASE_URL": f"postgres://{db['USER']}@{host}:{port}/{db['NAME']}"}
+    return {"TAPS_SQLITE_PATH": str(db["NAME"])}
 
 
-def wait_for_port(port: int, process: subprocess.Popen[bytes]) -> None:
-    ticker = threading.Event()
-    for _ in range(300):
-        if process.poll() is not None:
-            raise RuntimeError(f"the server on port {port} exited with {process.returncode}")
-        with socket.socket() as probe:
-            if probe.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        ticker.wait(0.05)
-    raise RuntimeError(f"the server on port {port} did not start")
+def _wait_until(check: Callable[[], bool], *, seconds: float, what: str) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.05)
+    raise TimeoutError(f"{what} did not come up within {seconds} s")
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=1) as response:
+            return response.status < 500
+    except (urllib.error.URLError, ConnectionError, TimeoutError):
+        return False
 
 
 @contextmanager
-def uvicorn_servers(
-    count: int, *, channels_redis_url: str | None, ports: list[int] | None = None
-) -> Iterator[list[str]]:
-    """Start ``count`` servers (on ``ports`` if given); yield their base URLs
-    (http://127.0.0.1:PORT)."""
-    env = server_environment(channels_redis_url)
-    processes: list[subprocess.Popen[bytes]] = []
-    urls: list[str] = []
+def serve(env: dict[str, str], *, workers: int = 2, port: int | None = None) -> Iterator[str]:
+    """Run the service with uvicorn (as ``scripts/serve`` does); yields its base URL.
+
+    With the in-memory channel layer (no Redis), websocket tests need ``workers=1``.
+    """
+    port = port or free_port()
+    full_env = {
+        **os.environ,
+        "SECRET_KEY": "test-only-server-key",
+        "PYTHONPATH": str(ROOT),
+        **test_database_env(),
+        **env,
+    }
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "taps_project.asgi:application",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            str(workers),
+            "--lifespan",
+            "off",
+            "--log-level",
+            "warning",
+        ],
+        cwd=ROOT,
+        env=full_env,
+        start_new_session=True,
+    )
+    base = f"http://127.0.0.1:{port}"
     try:
-        for index in range(count):
-            port = ports[index] if ports else free_port()
-            process = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "uvicorn",
-                    "taps_project.asgi:application",
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    str(port),
-                    "--log-level",
-                    "warning",
-                ],
-                cwd=BASE_DIR,
-                env=env,
-            )
-            processes.append(process)
-            wait_for_port(port, process)
-            urls.append(f"http://127.0.0.1:{port}")
-        yield urls
+        _wait_until(lambda: _answers(f"{base}/healthz"), seconds=30, what="uvicorn")
+        yield base
     finally:
-        for process in processes:
-            process.terminate()
-        for process in processes:
-            try:
-                process.wait(10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+@contextmanager
+def private_redis() -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """A Redis server of this test's own, so that the test may stop it."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise RuntimeError("redis-server is not installed (.ci/run installs it)")
+    port = free_port()
+    process = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+    )
+
+    def up() -> bool:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return True
+        except OSError:
+            return False
+
+    try:
+        _wait_until(up, seconds=10, what="redis-server")
+        yield f"redis://127.0.0.1:{port}/0", process
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait()

@@ -17,7 +17,7 @@ from analytics.ingest import TapRow, store_taps
 from teams.keys import IssuedKey
 from teams.models import Tag
 from tests.conftest import in_ci
-from tests.servers import free_port, uvicorn_servers
+from tests.servers import LIVE_PORTS, free_port, serve
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -90,7 +90,7 @@ def test_the_dashboard_charts_the_api_total_and_shows_a_new_tap_live(
     now = stored
     start, end = (now - timedelta(days=6)).date().isoformat(), now.date().isoformat()
 
-    with uvicorn_servers(1, channels_redis_url=None) as (server,):
+    with serve({}, workers=1, port=free_port(LIVE_PORTS)) as server:
         query = urlencode({"start": start, "end": end, "interval": "day", "tz": "UTC"})
         expected = api(server, f"/v1/analytics/taps?{query}", read_key)["total"]
         page = chromium.new_page(timezone_id="UTC")
@@ -121,7 +121,7 @@ def test_the_dashboard_charts_the_api_total_and_shows_a_new_tap_live(
 
 @needs_analytics
 def test_the_dashboard_says_when_a_key_is_refused(tmp_path: Path, db: None, chromium: Any) -> None:
-    with uvicorn_servers(1, channels_redis_url=None) as (server,):
+    with serve({}, workers=1, port=free_port(LIVE_PORTS)) as server:
         page = chromium.new_page()
         page.goto(server + "/dashboard/")
         page.fill("#key", "wrong.key")
@@ -138,10 +138,10 @@ def test_the_dashboard_says_when_a_key_is_refused(tmp_path: Path, db: None, chro
 def test_the_dashboard_reconnects_and_gets_the_taps_it_missed(
     tmp_path: Path, read_key: IssuedKey, ingest_key: IssuedKey, tag: Tag, chromium: Any
 ) -> None:
-    with uvicorn_servers(1, channels_redis_url=None) as (ingest_server,):
-        port = free_port()
+    with serve({}, workers=1, port=free_port(LIVE_PORTS)) as ingest_server:
+        port = free_port(LIVE_PORTS)
         page = chromium.new_page()
-        with uvicorn_servers(1, channels_redis_url=None, ports=[port]) as (server,):
+        with serve({}, workers=1, port=port) as server:
             page.goto(server + "/dashboard/")
             page.fill("#key", read_key.plaintext)
             page.click("#connect")
@@ -149,7 +149,7 @@ def test_the_dashboard_reconnects_and_gets_the_taps_it_missed(
         # The page's server is gone: the socket drops, and the page says so.
         page.wait_for_selector("#live-status.down", timeout=10_000)
         api(ingest_server, "/v1/taps", ingest_key, [{"id": 77, "tag": tag.uid}])
-        with uvicorn_servers(1, channels_redis_url=None, ports=[port]):
+        with serve({}, workers=1, port=port):
             page.wait_for_selector("#live-status.live", timeout=20_000)
             page.wait_for_selector("#feed li[data-tap-id='77']", timeout=10_000)
             page.screenshot(path=str(tmp_path / "reconnected.png"), full_page=True)

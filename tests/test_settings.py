@@ -22,6 +22,7 @@ print(json.dumps({
     "engine": db["ENGINE"], "name": str(db["NAME"]), "host": db.get("HOST", ""),
     "conn_max_age": db.get("CONN_MAX_AGE"), "health_checks": db.get("CONN_HEALTH_CHECKS"),
     "pg_options": db.get("OPTIONS", {}).get("options", ""),
+    "pool": db.get("OPTIONS", {}).get("pool"),
     "cache": settings.CACHES["default"]["BACKEND"],
     "cache_location": settings.CACHES["default"].get("LOCATION", ""),
     "channels": settings.CHANNEL_LAYERS["default"]["BACKEND"],
@@ -75,7 +76,9 @@ def test_database_and_redis_urls_give_the_production_backends(tmp_path: Path) ->
 
     assert values["engine"] == "django.db.backends.postgresql"
     assert (values["name"], values["host"]) == ("taps", "db.example")
-    assert values["conn_max_age"] == 600
+    # Pooled, not persistent: under ASGI each request thread would keep a connection.
+    assert values["conn_max_age"] == 0
+    assert values["pool"] == {"min_size": 1, "max_size": 10, "timeout": 10}
     assert values["health_checks"] is True
     assert values["pg_options"] == "-c temp_buffers=512MB"
     assert values["cache"] == "django_redis.cache.RedisCache"

@@ -9,14 +9,18 @@ from websockets.sync.client import connect
 
 from teams.keys import IssuedKey
 from teams.models import Tag
-from tests.servers import uvicorn_servers
+from tests.servers import LIVE_PORTS, free_port, serve
 
 
 @pytest.mark.django_db(transaction=True)
 def test_a_tap_ingested_through_one_server_reaches_a_socket_on_another(
     redis_url: str, read_key: IssuedKey, ingest_key: IssuedKey, tag: Tag
 ) -> None:
-    with uvicorn_servers(2, channels_redis_url=redis_url) as (server_a, server_b):
+    env = {"CHANNELS_REDIS_URL": redis_url}
+    with (
+        serve(env, workers=1, port=free_port(LIVE_PORTS)) as server_a,
+        serve(env, workers=1, port=free_port(LIVE_PORTS)) as server_b,
+    ):
         with connect(server_b.replace("http", "ws") + "/ws/v1/taps") as socket:
             socket.send(json.dumps({"type": "auth", "key": read_key.plaintext}))
             ready = json.loads(socket.recv(timeout=10))

@@ -1,0 +1,217 @@
+"""Per-key rate limits over a rolling window (SPEC 7).
+
+Each key's recent requests are a Redis sorted set scored by time. One Lua script drops
+what left the window, counts what is left, and records the request only if there is
+room, so concurrent requests from any number of workers can never let more through
+(DRF's cache throttles read, then write, and do: encode/django-rest-framework#5181).
+Without ``REDIS_URL``, or while Redis is unreachable, the same window is kept in the
+process; an outage of the limiter is not an outage of the API.
+"""
+
+import logging
+import math
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cache
+from typing import Any, ClassVar
+
+import redis
+from django.conf import settings
+from rest_framework.request import Request
+from rest_framework.throttling import BaseThrottle
+
+from teams.auth import TeamAuth
+
+logger = logging.getLogger(__name__)
+
+PERIODS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
+# After a Redis failure, stay on the local window this long before trying Redis again,
+# so an outage costs one connection timeout per worker every few seconds, not per request.
+REDIS_RETRY_SECONDS = 5.0
+
+# KEYS[1]: the key's sorted set. ARGV: now (ms), window (ms), limit, member, record (1/0).
+# Returns {allowed, used, oldest score or -1}.
+SLIDING_WINDOW = """
+local now = tonumber(ARGV[1])
+local window = tonumber(ARGV[2])
+local limit = tonumber(ARGV[3])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
+local used = redis.call('ZCARD', KEYS[1])
+local allowed = 0
+if ARGV[5] == '1' and used < limit then
+    redis.call('ZADD', KEYS[1], now, ARGV[4])
+    redis.call('PEXPIRE', KEYS[1], window)
+    used = used + 1
+    allowed = 1
+end
+local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+if oldest[2] then
+    return {allowed, used, oldest[2]}
+end
+return {allowed, used, '-1'}
+"""
+
+
+def parse_rate(rate: str) -> tuple[int, int]:
+    """``100/hour`` -> (100, 3600)."""
+    count, _, period = rate.partition("/")
+    return int(count), PERIODS[period]
+
+
+@dataclass(frozen=True)
+class Budget:
+    """What a key may still do: ``reset`` is the seconds until a slot frees (0: none used)."""
+
+    allowed: bool
+    limit: int
+    remaining: int
+    reset: int
+    window: int
+
+    def headers(self) -> dict[str, str]:
+        return {
+            "X-RateLimit-Limit": str(self.limit),
+            "X-RateLimit-Remaining": str(self.remaining),
+            "X-RateLimit-Reset": str(self.reset),
+        }
+
+
+def _budget(
+    allowed: bool, used: int, oldest_ms: float, now_ms: float, limit: int, window: int
+) -> Budget:
+    reset = 0 if oldest_ms < 0 else max(1, math.ceil((oldest_ms + window * 1000 - now_ms) / 1000))
+    return Budget(allowed, limit, max(limit - used, 0), reset, window)
+
+
+class LocalWindow:
+    """The same rolling window, kept in this process (embedded mode, Redis outages)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._hits: dict[str, deque[float]] = {}
+
+    def take(self, name: str, limit: int, window: int, now_ms: float, *, record: bool) -> Budget:
+        with self._lock:
+            hits = self._hits.setdefault(name, deque())
+            while hits and hits[0] <= now_ms - window * 1000:
+                hits.popleft()
+            allowed = record and len(hits) < limit
+            if allowed:
+                hits.append(now_ms)
+            oldest = hits[0] if hits else -1
+            used = len(hits)
+            if not hits:
+                del self._hits[name]
+            return _budget(allowed, used, oldest, now_ms, limit, window)
+
+
+class RedisWindow:
+    def __init__(self, url: str) -> None:
+        client = redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=1)
+        self._script = client.register_script(SLIDING_WINDOW)
+
+    def take(self, name: str, limit: int, window: int, now_ms: float, *, record: bool) -> Budget:
+        allowed, used, oldest = self._script(
+            keys=[f"taps:ratelimit:{name}"],
+            args=[now_ms, window * 1000, limit, f"{now_ms}:{uuid.uuid4().hex}", int(record)],
+        )
+        return _budget(bool(allowed), int(used), float(oldest), now_ms, limit, window)
+
+
+@cache
+def _redis_window(url: str) -> RedisWindow:
+    return RedisWindow(url)
+
+
+_local = LocalWindow()
+_redis_down_until = 0.0
+
+
+def take(name: str, rate: str, *, now: float, record: bool = True) -> Budget:
+    """Spend (``record``) or read one slot of ``rate`` for ``name`` at ``now`` (seconds)."""
+    global _redis_down_until
+    limit, window = parse_rate(rate)
+    now_ms = now * 1000
+    url = settings.REDIS_URL
+    if url and time.monotonic() >= _redis_down_until:
+        try:
+            return _redis_window(url).take(name, limit, window, now_ms, record=record)
+        except redis.exceptions.RedisError as error:
+            _redis_down_until = time.monotonic() + REDIS_RETRY_SECONDS
+            logger.warning(
+                "Rate limiter cannot reach Redis (%s); limiting per process for %.0f s",
+                type(error).__name__,
+                REDIS_RETRY_SECONDS,
+            )
+    return _local.take(name, limit, window, now_ms, record=record)
+
+
+def reset_local_state() -> None:
+    """Forget the in-process windows and any Redis outage (for tests)."""
+    global _local, _redis_down_until
+    _local = LocalWindow()
+    _redis_down_until = 0.0
+    _redis_window.cache_clear()
+
+
+class KeyRateThrottle(BaseThrottle):
+    """Limits each API key (never an IP) to the rate in ``rate_setting``.
+
+    The budget is left on the request for ``RateLimitHeadersMixin``.
+    """
+
+    rate_setting: ClassVar[str] = "TAPS_RATE_LIMIT"
+    budget_name: ClassVar[str] = "analytics"
+    timer: ClassVar[Callable[[], float]] = time.time
+
+    def allow_request(self, request: Request, view: Any) -> bool:
+        auth = request.auth
+        if not isinstance(auth, TeamAuth):
+            return True
+        self.budget = take(
+            f"{self.budget_name}:{auth.key.prefix}",
+            getattr(settings, self.rate_setting),
+            now=type(self).timer(),
+        )
+        request.rate_limit_budget = self.budget  # type: ignore[attr-defined]
+        return self.budget.allowed
+
+    def wait(self) -> float:
+        return self.budget.reset
+
+
+class AnalyticsRateThrottle(KeyRateThrottle):
+    rate_setting = "TAPS_RATE_LIMIT"
+    budget_name = "analytics"
+
+
+class IngestRateThrottle(KeyRateThrottle):
+    rate_setting = "TAPS_INGEST_RATE_LIMIT"
+    budget_name = "ingest"
+
+
+def budget_of(auth: TeamAuth, *, now: float | None = None) -> Budget:
+    """The key's budget for its scope, without spending any of it (``GET /v1/usage``)."""
+    throttle = IngestRateThrottle if auth.scope == "ingest" else AnalyticsRateThrottle
+    return take(
+        f"{throttle.budget_name}:{auth.key.prefix}",
+        getattr(settings, throttle.rate_setting),
+        now=throttle.timer() if now is None else now,
+        record=False,
+    )
+
+
+class RateLimitHeadersMixin:
+    """Adds the ``X-RateLimit-*`` headers to every response of a throttled view."""
+
+    def finalize_response(self, request: Request, response: Any, *args: Any, **kwargs: Any) -> Any:
+        response = super().finalize_response(request, response, *args, **kwargs)  # type: ignore[misc]
+        budget = getattr(request, "rate_limit_budget", None)
+        if budget is not None:
+            for name, value in budget.headers().items():
+                response[name] = value
+        return response

@@ -1,0 +1,154 @@
+"""The analytics endpoints (SPEC 6.1, 6.2, 6.4): parse, call ``count_taps``, shape.
+
+Responses are built as plain dictionaries (thousands of buckets go through no serializer
+field by field); the serializers in ``analytics.schema`` describe them for OpenAPI.
+"""
+
+from datetime import datetime
+from typing import Any
+
+from django.utils import timezone
+from drf_spectacular.utils import extend_schema
+from rest_framework import viewsets
+from rest_framework.renderers import BaseRenderer, JSONRenderer
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from analytics import schema
+from analytics.filters import read_tap_query, seed_tap_query
+from analytics.queries import Period, TapCounts, TapQuery, compared_query, count_taps
+from analytics.throttling import AnalyticsRateThrottle, RateLimitHeadersMixin, budget_of
+from teams.auth import TeamAuth
+from teams.models import Team
+
+
+class TapCountsCSVRenderer(BaseRenderer):
+    """``period,taps``, or ``period,tag,taps`` for a grouped answer (SPEC 6.1)."""
+
+    media_type = "text/csv"
+    format = "csv"
+    charset = "utf-8"
+
+    def render(
+        self, data: Any, accepted_media_type: str | None = None, renderer_context: Any = None
+    ) -> bytes:
+        if "series" in data:
+            lines = ["period,tag,taps"]
+            for series in data["series"]:
+                lines += [
+                    f"{row['period']},{series['tag']},{row['taps']}" for row in series["results"]
+                ]
+        else:
+            lines = ["period,taps"]
+            lines += [f"{row['period']},{row['taps']}" for row in data["results"]]
+        return ("\r\n".join(lines) + "\r\n").encode()
+
+
+class JSONErrorsMixin:
+    """Errors are JSON whatever format the answer would have had."""
+
+    def finalize_response(self, request: Request, response: Any, *args: Any, **kwargs: Any) -> Any:
+        if getattr(response, "status_code", 200) >= 400:
+            request.accepted_renderer = JSONRenderer()
+            request.accepted_media_type = JSONRenderer.media_type
+        return super().finalize_response(request, response, *args, **kwargs)  # type: ignore[misc]
+
+
+def _period_payload(period: Period) -> dict[str, Any]:
+    return {"period": period.start.isoformat(), "taps": period.taps, "partial": period.partial}
+
+
+def _counts_payload(counts: TapCounts) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "start": counts.start.isoformat(),
+        "end": counts.end.isoformat(),
+        "total": counts.total,
+    }
+    if counts.series is None:
+        body["results"] = [_period_payload(period) for period in counts.periods]
+    else:
+        body["series"] = [
+            {
+                "tag": series.tag,
+                "total": series.total,
+                "results": [_period_payload(period) for period in series.periods],
+            }
+            for series in counts.series
+        ]
+    return body
+
+
+def tap_counts_payload(
+    team: Team, query: TapQuery, counts: TapCounts, as_of: datetime
+) -> dict[str, Any]:
+    counted = _counts_payload(counts)
+    return {
+        "team": {"id": team.id, "name": team.name},
+        "interval": str(query.interval),
+        "tz": query.zone.key,
+        "start": counted.pop("start"),
+        "end": counted.pop("end"),
+        "as_of": as_of.isoformat(timespec="microseconds"),
+        **counted,
+    }
+
+
+class TapAnalyticsViewSet(JSONErrorsMixin, RateLimitHeadersMixin, viewsets.ViewSet):
+    """``GET /v1/analytics/taps``: the team's tap counts by interval."""
+
+    throttle_classes = [AnalyticsRateThrottle]
+    renderer_classes = [JSONRenderer, TapCountsCSVRenderer]
+
+    @extend_schema(**schema.TAP_COUNTS)
+    def list(self, request: Request) -> Response:
+        auth: TeamAuth = request.auth
+        wanted = read_tap_query(request.query_params, auth.team)
+        as_of = timezone.now()
+        counts = count_taps(auth.team, wanted.query, as_of=as_of)
+        body = tap_counts_payload(auth.team, wanted.query, counts, as_of)
+        if wanted.compare:
+            earlier = count_taps(
+                auth.team,
+                compared_query(wanted.query, wanted.compare),
+                as_of=as_of,
+                series_tags=None if counts.series is None else [s.tag for s in counts.series],
+            )
+            body["compare"] = {"range": wanted.compare, **_counts_payload(earlier)}
+        return Response(body)
+
+
+class SeedTapAnalyticsView(JSONErrorsMixin, RateLimitHeadersMixin, APIView):
+    """``POST /v1/api/tap/analytics``: the seed service's request and envelope (SPEC 6.2)."""
+
+    throttle_classes = [AnalyticsRateThrottle]
+
+    @extend_schema(**schema.SEED_TAP_ANALYTICS)
+    def post(self, request: Request) -> Response:
+        auth: TeamAuth = request.auth
+        query = seed_tap_query(request.data)
+        counts = count_taps(auth.team, query)
+        data = [
+            {"period": period.start.isoformat(), "total_count": period.taps}
+            for period in counts.periods
+        ]
+        return Response({"message": "Successful", "data": data})
+
+
+class UsageView(RateLimitHeadersMixin, APIView):
+    """``GET /v1/usage``: the presenting key's rate-limit budget, without spending it."""
+
+    required_scope = None
+
+    @extend_schema(**schema.USAGE)
+    def get(self, request: Request) -> Response:
+        budget = budget_of(request.auth)
+        request.rate_limit_budget = budget  # type: ignore[attr-defined]
+        return Response(
+            {
+                "limit": budget.limit,
+                "remaining": budget.remaining,
+                "reset": budget.reset,
+                "window": budget.window,
+            }
+        )

@@ -1,0 +1,146 @@
+"""Hostile input never yields a 500, and a bad parameter gets a 400 that names it."""
+
+from urllib.parse import quote
+
+import pytest
+from django.test import Client
+
+from teams.keys import IssuedKey
+from teams.models import Tag
+
+URL = "/v1/analytics/taps"
+GOOD = {"start": "2024-01-01", "end": "2024-01-31"}
+PARAMETERS = (
+    "start",
+    "end",
+    "interval",
+    "tz",
+    "tag",
+    "group_by",
+    "fill",
+    "week_start",
+    "compare",
+    "limit",
+    "format",
+)
+SQL = "1' OR '1'='1'; DROP TABLE analytics_tap;--"
+UNICODE = "ü日本🎉\u202e\u0000x"
+
+
+def query_string(**params: str) -> str:
+    return "&".join(f"{quote(name)}={quote(value)}" for name, value in params.items())
+
+
+# (query string, the parameter the 400 must name)
+BAD_QUERIES = [
+    *[(query_string(**{**GOOD, name: SQL}), name) for name in PARAMETERS],
+    *[(query_string(**{**GOOD, name: UNICODE}), name) for name in PARAMETERS],
+    (query_string(**{**GOOD, "start": "0000-01-01"}), "start"),
+    (query_string(**{**GOOD, "end": "10000-01-01"}), "end"),
+    (query_string(**{**GOOD, "start": "1899-12-31"}), "start"),
+    (query_string(**{**GOOD, "end": "9999-12-31"}), "end"),
+    (query_string(**{**GOOD, "start": "2024-02-30"}), "start"),
+    (query_string(**{**GOOD, "start": "2023-02-29"}), "start"),
+    (query_string(**{**GOOD, "start": "2024-01-01T25:00:00Z"}), "start"),
+    (query_string(**{**GOOD, "start": "2024-01-01T10:00:00+25:00"}), "start"),
+    (query_string(**{**GOOD, "start": "2024-01-01T10:00:00"}), "start"),
+    (query_string(**{**GOOD, "start": "١٢٣٤-٠١-٠١"}), "start"),
+    (query_string(**{**GOOD, "end": "2023-12-31"}), "end"),
+    (query_string(**{**GOOD, "end": "2023-12-31T23:00:00Z"}), "end"),
+    (query_string(**{**GOOD, "end": "x" * 100_000}), "end"),
+    (query_string(start="2024-01-01"), "end"),
+    (query_string(end="2024-01-01"), "start"),
+    (query_string(**{**GOOD, "interval": "minute"}), "interval"),
+    (query_string(start="1900-01-01", end="2999-12-31", interval="hour"), "interval"),
+    (query_string(**{**GOOD, "interval": "DAY"}), "interval"),
+    (query_string(**{**GOOD, "tz": "../../../../etc/passwd"}), "tz"),
+    (query_string(**{**GOOD, "tz": "/usr/share/zoneinfo/UTC"}), "tz"),
+    (query_string(**{**GOOD, "tz": "+05:30"}), "tz"),
+    (query_string(**{**GOOD, "tag": "-1"}), "tag"),
+    (query_string(**{**GOOD, "tag": "0"}), "tag"),
+    (query_string(**{**GOOD, "tag": str(2**64)}), "tag"),
+    (query_string(**{**GOOD, "tag": "1e9"}), "tag"),
+    (query_string(**{**GOOD, "tag": "123"}), "tag"),
+    (query_string(**{**GOOD, "group_by": "tag", "limit": "-5"}), "limit"),
+    (query_string(**{**GOOD, "group_by": "tag", "limit": "1001"}), "limit"),
+    (query_string(**{**GOOD, "group_by": "tag", "limit": "9" * 5000}), "limit"),
+    (query_string(**{**GOOD, "limit": "10"}), "limit"),
+    (query_string(**{**GOOD, "week_start": "sunday"}), "week_start"),
+    (query_string(**{**GOOD, "compare": "year", "format": "csv"}), "compare"),
+    (query_string(**GOOD) + "&interval=day&interval=week", "interval"),
+    (query_string(**GOOD) + "&start=2024-01-02", "start"),
+    (query_string(**GOOD) + "&intreval=week", "intreval"),
+    (query_string(**GOOD) + "&" + quote(SQL) + "=1", SQL[:64]),
+]
+
+
+@pytest.mark.parametrize(("query", "parameter"), BAD_QUERIES)
+def test_a_bad_parameter_gets_a_400_naming_it(
+    query: str, parameter: str, read_key: IssuedKey, tag: Tag
+) -> None:
+    response = Client().get(f"{URL}?{query}", HTTP_X_API_KEY=read_key.plaintext)
+    assert response.status_code == 400, response.content[:300]
+    assert response["Content-Type"] == "application/json"
+    errors = response.json()
+    assert parameter in errors, errors
+    assert all(isinstance(message, str) and message for message in errors[parameter])
+
+
+def test_there_are_at_least_30_hostile_queries() -> None:
+    assert len(BAD_QUERIES) >= 30
+
+
+MIB = 1024 * 1024
+# (content type, body, expected status) for the seed-compatible POST
+HOSTILE_BODIES = [
+    (
+        "application/json",
+        b'{"startDate":"2023-01-01","endDate":"2023-01-02","x":"' + b"a" * 10 * MIB + b'"}',
+        413,
+    ),
+    ("application/json", b"[" * (10 * MIB), 413),
+    ("text/plain", b'{"startDate":"2023-01-01","endDate":"2023-01-02"}', 415),
+    ("multipart/form-data; boundary=x", b"--x\r\n\r\n--x--", 415),
+    ("application/xml", b"<a/>", 415),
+    ("application/json", b"\xff\xfe\x00", 400),
+    ("application/json", b"null", 400),
+    ("application/json", b"12345678901234567890123456789", 400),
+    ("application/json", b'{"startDate":"' + SQL.encode() + b'","endDate":"2023-01-02"}', 400),
+    (
+        "application/json",
+        b'{"startDate":"2023-01-01","endDate":"2023-01-02","interval":["day"]}',
+        400,
+    ),
+    ("application/json", b'{"startDate":{"$gt":""},"endDate":"2023-01-02"}', 400),
+    (
+        "application/json",
+        b'{"startDate":"2023-01-01","endDate":"2023-01-02","tz":"' + "Ω".encode() * 50 + b'"}',
+        400,
+    ),
+    ("application/json; charset=latin-99", b"{}", 400),
+]
+
+
+@pytest.mark.parametrize(("content_type", "body", "status"), HOSTILE_BODIES)
+def test_hostile_bodies_get_a_clear_4xx(
+    content_type: str, body: bytes, status: int, read_key: IssuedKey
+) -> None:
+    response = Client().generic(
+        "POST",
+        "/v1/api/tap/analytics",
+        body,
+        content_type=content_type,
+        HTTP_X_API_KEY=read_key.plaintext,
+    )
+    assert response.status_code == status, response.content[:300]
+    assert response["Content-Type"] == "application/json"
+
+
+@pytest.mark.parametrize(
+    "header",
+    ["", " ", "a" * 10_000, SQL, "Ω.Ω", "x.y.z", "\t"],
+)
+def test_garbage_keys_get_401(header: str, tag: Tag) -> None:
+    response = Client().get(f"{URL}?{query_string(**GOOD)}", HTTP_X_API_KEY=header)
+    assert response.status_code == 401
+    assert "detail" in response.json()

@@ -1,0 +1,238 @@
+"""The per-key rate limit (SPEC 7): exact under concurrency, rolling, per key, headers,
+and an API that keeps answering when Redis does not."""
+
+import logging
+import multiprocessing
+import urllib.error
+import urllib.request
+from collections import Counter
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from pytest_django.fixtures import Settings as SettingsWrapper
+from rest_framework.test import APIClient
+
+from analytics import throttling
+from analytics.throttling import KeyRateThrottle, take
+from teams.keys import IssuedKey, create_key
+from teams.models import Team
+from tests.burst import fire
+from tests.servers import private_redis, serve
+
+URL = "/v1/analytics/taps?start=2024-01-01&end=2024-01-07"
+
+
+class Clock:
+    def __init__(self, now: float = 1_700_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
+    clock = Clock()
+    monkeypatch.setattr(KeyRateThrottle, "timer", clock)
+    return clock
+
+
+@pytest.fixture(params=["redis", "in-process"])
+def limiter_backend(request: pytest.FixtureRequest, settings: SettingsWrapper) -> Iterator[str]:
+    """Every behaviour below holds for the Redis window and the in-process one."""
+    if request.param == "redis":
+        settings.REDIS_URL = request.getfixturevalue("redis_url")
+    else:
+        settings.REDIS_URL = ""
+    throttling.reset_local_state()
+    yield request.param
+    throttling.reset_local_state()
+
+
+@pytest.fixture
+def limit(settings: SettingsWrapper, limiter_backend: str, clock: Clock) -> Callable[[str], None]:
+    """Sets TAPS_RATE_LIMIT for a test on either backend, with the clock under control."""
+
+    def set_rate(rate: str) -> None:
+        settings.TAPS_RATE_LIMIT = rate
+
+    return set_rate
+
+
+def get(api: APIClient, key: IssuedKey, url: str = URL) -> object:
+    return api.get(url, HTTP_X_API_KEY=key.plaintext)
+
+
+def test_every_response_carries_the_budget(
+    api: APIClient, read_key: IssuedKey, limiter_backend: str, clock: Clock
+) -> None:
+    first = get(api, read_key)
+    bad = get(api, read_key, "/v1/analytics/taps?start=nonsense&end=2024-01-01")
+    assert first.status_code == 200 and bad.status_code == 400
+    assert (first["X-RateLimit-Limit"], first["X-RateLimit-Remaining"]) == ("100", "99")
+    assert first["X-RateLimit-Reset"] == "3600"
+    assert bad["X-RateLimit-Remaining"] == "98"
+
+
+def test_the_101st_request_in_an_hour_gets_429_with_retry_after(
+    api: APIClient, read_key: IssuedKey, limiter_backend: str, clock: Clock
+) -> None:
+    for _ in range(100):
+        assert get(api, read_key).status_code == 200
+        clock.now += 10
+    refused = get(api, read_key)
+    assert refused.status_code == 429
+    assert refused["X-RateLimit-Remaining"] == "0"
+    assert refused["Retry-After"] == refused["X-RateLimit-Reset"] == str(3600 - 1000)
+    assert "detail" in refused.json()
+
+
+def test_the_window_rolls_instead_of_resetting_on_the_hour(
+    api: APIClient,
+    read_key: IssuedKey,
+    limit: Callable[[str], None],
+    clock: Clock,
+) -> None:
+    limit("5/second")
+    for _ in range(5):
+        assert get(api, read_key).status_code == 200
+        clock.now += 0.1
+    assert get(api, read_key).status_code == 429
+    clock.now += 0.55  # the first request (1.0 s ago) has left the window; the rest not
+    assert get(api, read_key).status_code == 200
+    assert get(api, read_key).status_code == 429
+    clock.now += 1.0
+    statuses = [get(api, read_key).status_code for _ in range(6)]
+    assert statuses == [200] * 5 + [429]
+
+
+def test_refused_requests_do_not_spend_the_budget(
+    api: APIClient,
+    read_key: IssuedKey,
+    limit: Callable[[str], None],
+    clock: Clock,
+) -> None:
+    limit("2/minute")
+    assert [get(api, read_key).status_code for _ in range(10)] == [200, 200] + [429] * 8
+    clock.now += 60
+    assert [get(api, read_key).status_code for _ in range(3)] == [200, 200, 429]
+
+
+def test_keys_are_limited_independently(
+    api: APIClient,
+    team: Team,
+    read_key: IssuedKey,
+    limit: Callable[[str], None],
+    clock: Clock,
+) -> None:
+    limit("3/hour")
+    other_key = create_key(team, name="second")
+    assert [get(api, read_key).status_code for _ in range(4)] == [200, 200, 200, 429]
+    assert get(api, other_key).status_code == 200
+    assert get(api, other_key)["X-RateLimit-Remaining"] == "1"
+
+
+def test_the_seed_post_shares_the_budget(
+    api: APIClient,
+    read_key: IssuedKey,
+    limit: Callable[[str], None],
+    clock: Clock,
+) -> None:
+    limit("2/hour")
+    seed = api.post(
+        "/v1/api/tap/analytics",
+        {"startDate": "2024-01-01", "endDate": "2024-01-02", "interval": "day"},
+        format="json",
+        HTTP_X_API_KEY=read_key.plaintext,
+    )
+    assert seed.status_code == 200 and seed["X-RateLimit-Remaining"] == "1"
+    assert get(api, read_key).status_code == 200
+    assert get(api, read_key).status_code == 429
+
+
+def test_usage_reports_the_budget_without_spending_it(
+    api: APIClient, read_key: IssuedKey, limiter_backend: str, clock: Clock
+) -> None:
+    get(api, read_key)
+    clock.now += 100
+    usage = [get(api, read_key, "/v1/usage").json() for _ in range(3)]
+    assert usage == [{"limit": 100, "remaining": 99, "reset": 3500, "window": 3600}] * 3
+
+
+def test_usage_of_a_key_that_never_asked_is_the_full_budget(
+    api: APIClient, read_key: IssuedKey, limiter_backend: str
+) -> None:
+    usage = get(api, read_key, "/v1/usage")
+    assert usage.json() == {"limit": 100, "remaining": 100, "reset": 0, "window": 3600}
+    assert usage["X-RateLimit-Remaining"] == "100"
+
+
+def test_ingest_keys_have_their_own_budget(
+    read_key: IssuedKey, ingest_key: IssuedKey, settings: SettingsWrapper, limiter_backend: str
+) -> None:
+    settings.TAPS_INGEST_RATE_LIMIT = "7/minute"
+    api = APIClient()
+    get(api, read_key)
+    assert get(api, ingest_key, "/v1/usage").json()["limit"] == 7
+    assert get(api, ingest_key, "/v1/usage").json()["remaining"] == 7
+
+
+def test_the_lua_window_is_exact_under_threads(redis_url: str, settings: SettingsWrapper) -> None:
+    settings.REDIS_URL = redis_url
+    throttling.reset_local_state()
+    with ThreadPoolExecutor(max_workers=32) as pool:
+        results = list(
+            pool.map(lambda _: take("analytics:k", "50/hour", now=1000.0).allowed, range(400))
+        )
+    assert results.count(True) == 50
+
+
+# Several OS processes against a real server with two workers, sharing Redis.
+
+
+@pytest.mark.django_db(transaction=True)
+def test_300_concurrent_requests_from_4_processes_get_exactly_100_through(
+    redis_url: str, team: Team
+) -> None:
+    key, second_key = create_key(team, name="burst"), create_key(team, name="bystander")
+    with serve({"REDIS_URL": redis_url, "TAPS_RATE_LIMIT": "100/hour"}) as base:
+        url = f"{base}/v1/analytics/taps?start=2024-01-01&end=2024-01-02"
+        context = multiprocessing.get_context("spawn")
+        barrier = context.Barrier(4)
+        out: multiprocessing.Queue[list[int]] = context.Queue()
+        clients = [
+            context.Process(target=fire, args=(url, key.plaintext, 75, barrier, out))
+            for _ in range(4)
+        ]
+        for client in clients:
+            client.start()
+        statuses = Counter(status for _ in clients for status in out.get(timeout=120))
+        for client in clients:
+            client.join(timeout=30)
+        request = urllib.request.Request(
+            f"{base}/v1/usage", headers={"X-Api-Key": second_key.plaintext}
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:
+            bystander = response.read()
+    assert statuses == {200: 100, 429: 200}
+    assert b'"remaining":100' in bystander.replace(b" ", b"")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_redis_stopping_mid_test_falls_back_to_a_per_process_limit(
+    api: APIClient, read_key: IssuedKey, settings: SettingsWrapper, caplog: pytest.LogCaptureFixture
+) -> None:
+    throttling.reset_local_state()
+    with private_redis() as (url, redis_process):
+        settings.REDIS_URL = url
+        assert get(api, read_key).status_code == 200
+        redis_process.kill()
+        redis_process.wait()
+        with caplog.at_level(logging.WARNING, logger="analytics.throttling"):
+            responses = [get(api, read_key) for _ in range(3)]
+    throttling.reset_local_state()
+    assert [response.status_code for response in responses] == [200, 200, 200]
+    assert responses[-1]["X-RateLimit-Remaining"] == "97"
+    assert "cannot reach Redis" in caplog.text
+    assert read_key.plaintext not in caplog.text
