@@ -13,6 +13,7 @@ from rest_framework.views import APIView
 
 from analytics.ingest import TapRow, TapsRefused, ingest_taps
 from analytics.loader import MAX_COUNT, RowError, parse_instant
+from analytics.throttling import IngestRateThrottle, RateLimitHeadersMixin
 from taps_project.parsers import StrictJSONParser
 from teams.auth import TeamAuth
 from teams.models import MAX_BIGINT, Scope
@@ -73,10 +74,11 @@ def positioned(errors: Any) -> Any:
     return errors
 
 
-class TapIngestView(APIView):
+class TapIngestView(RateLimitHeadersMixin, APIView):
     """Store a JSON list of up to 1000 taps, all or nothing; 201 with what was new."""
 
     required_scope = Scope.INGEST
+    throttle_classes = [IngestRateThrottle]
     parser_classes = [StrictJSONParser]
 
     @extend_schema(
@@ -89,6 +91,9 @@ class TapIngestView(APIView):
             ),
             413: OpenApiResponse(description="Body over 1 MiB."),
             415: OpenApiResponse(description="Body not JSON."),
+            429: OpenApiResponse(
+                description="Over the key's TAPS_INGEST_RATE_LIMIT; see Retry-After."
+            ),
         },
     )
     def post(self, request: Request) -> Response:

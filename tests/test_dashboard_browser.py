@@ -11,7 +11,6 @@ from typing import Any
 from urllib.parse import urlencode
 
 import pytest
-from django.urls import NoReverseMatch, reverse
 
 from analytics.ingest import TapRow, store_taps
 from teams.keys import IssuedKey
@@ -31,19 +30,6 @@ CHROMIUM_ARGS = [
 ]
 
 
-def analytics_endpoint_exists() -> bool:
-    try:
-        reverse("analytics-taps")
-    except NoReverseMatch:
-        return False
-    return True
-
-
-# The analytics endpoint (SPEC 6.1) is built on another branch; until it is merged the
-# dashboard has nothing to chart. Remove this guard once it is.
-needs_analytics = pytest.mark.skipif(
-    not analytics_endpoint_exists(), reason="GET /v1/analytics/taps is not routed yet"
-)
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
@@ -78,7 +64,6 @@ def stored(tag: Tag) -> datetime:
     return now
 
 
-@needs_analytics
 def test_the_dashboard_charts_the_api_total_and_shows_a_new_tap_live(
     tmp_path: Path,
     read_key: IssuedKey,
@@ -119,7 +104,6 @@ def test_the_dashboard_charts_the_api_total_and_shows_a_new_tap_live(
     assert (tmp_path / "dashboard.png").stat().st_size > 0
 
 
-@needs_analytics
 def test_the_dashboard_says_when_a_key_is_refused(tmp_path: Path, db: None, chromium: Any) -> None:
     with serve({}, workers=1, port=free_port(LIVE_PORTS)) as server:
         page = chromium.new_page()

@@ -8,6 +8,7 @@ import urllib.request
 from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import pytest
 from pytest_django.fixtures import Settings as SettingsWrapper
@@ -16,7 +17,7 @@ from rest_framework.test import APIClient
 from analytics import throttling
 from analytics.throttling import KeyRateThrottle, take
 from teams.keys import IssuedKey, create_key
-from teams.models import Team
+from teams.models import Tag, Team
 from tests.burst import fire
 from tests.servers import private_redis, serve
 
@@ -236,3 +237,27 @@ def test_redis_stopping_mid_test_falls_back_to_a_per_process_limit(
     assert responses[-1]["X-RateLimit-Remaining"] == "97"
     assert "cannot reach Redis" in caplog.text
     assert read_key.plaintext not in caplog.text
+
+
+def test_ingest_has_its_own_rate_limit_and_headers(
+    api: APIClient,
+    read_key: IssuedKey,
+    ingest_key: IssuedKey,
+    tag: Tag,
+    settings: SettingsWrapper,
+    limiter_backend: str,
+    clock: Clock,
+) -> None:
+    settings.TAPS_INGEST_RATE_LIMIT = "2/minute"
+
+    def ingest(tap_id: int) -> Any:
+        body = [{"id": tap_id, "tag": tag.uid, "at": "2024-01-01T00:00:00Z"}]
+        return api.post("/v1/taps", body, format="json", HTTP_X_API_KEY=ingest_key.plaintext)
+
+    responses = [ingest(tap_id) for tap_id in (1, 2, 3)]
+    assert [r.status_code for r in responses] == [201, 201, 429]
+    assert responses[0]["X-RateLimit-Limit"] == "2"
+    assert responses[2]["Retry-After"] == "60"
+    assert get(api, read_key)["X-RateLimit-Remaining"] == "99"
+    clock.now += 60
+    assert ingest(3).status_code == 201
