@@ -1,9 +1,13 @@
 """Hostile input never yields a 500, and a bad parameter gets a 400 that names it."""
 
+from typing import Any
 from urllib.parse import quote
 
 import pytest
 from django.test import Client
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 
 from teams.keys import IssuedKey
 from teams.models import Tag
@@ -144,3 +148,29 @@ def test_garbage_keys_get_401(header: str, tag: Tag) -> None:
     response = Client().get(f"{URL}?{query_string(**GOOD)}", HTTP_X_API_KEY=header)
     assert response.status_code == 401
     assert "detail" in response.json()
+
+
+fuzzed_params = st.dictionaries(
+    st.sampled_from([*PARAMETERS, "x", "start[]", ""]),
+    st.one_of(
+        st.text(max_size=40),
+        st.from_regex(r"\d{4}-\d{2}-\d{2}(T\d{2}:\d{2}(:\d{2})?([+-]\d{2}:?\d{2}|Z)?)?"),
+        st.integers(min_value=-(2**70), max_value=2**70).map(str),
+    ),
+    max_size=6,
+)
+
+
+@hypothesis_settings(
+    max_examples=300,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(params=fuzzed_params)
+def test_fuzzed_parameters_never_get_a_500(
+    params: dict[str, str], read_key: IssuedKey, tag: Tag, settings: Any
+) -> None:
+    settings.TAPS_RATE_LIMIT = "100000/hour"
+    response = Client().get(URL, params, HTTP_X_API_KEY=read_key.plaintext)
+    assert response.status_code in (200, 400), response.content[:300]
+    assert response["Content-Type"] in ("application/json", "text/csv; charset=utf-8")
