@@ -19,10 +19,10 @@ from analytics.live import Backlog, TapMessage, read_backlog, taps_after, team_g
 from teams.keys import KeyRejected, key_is_usable, resolve_key
 from teams.models import Scope
 
-# Close codes: 4001 as SPEC 8 says for a bad key or no auth in time; 4003 for a key of
-# the wrong scope, as 403 is to 401 over HTTP.
+# SPEC 8 has one close code for every key the socket cannot use (4001); a key of the
+# wrong scope gets it too, with a reason saying which key to use instead.
 CLOSE_UNAUTHENTICATED = 4001
-CLOSE_WRONG_SCOPE = 4003
+WRONG_SCOPE_REASON = "this is an ingest key; live taps need a read key"
 
 
 class BadAuthMessage(ValueError):
@@ -67,7 +67,7 @@ class TapsConsumer(AsyncWebsocketConsumer):
             await self.close(code=CLOSE_UNAUTHENTICATED)
             return
         if api_key.scope != Scope.READ:
-            await self.close(code=CLOSE_WRONG_SCOPE)
+            await self.close(code=CLOSE_UNAUTHENTICATED, reason=WRONG_SCOPE_REASON)
             return
         team = api_key.team
         # Join before reading the backlog: a tap committed meanwhile is then either in the

@@ -127,8 +127,8 @@ def test_an_expired_key_closes_with_4001(team: Team) -> None:
     assert close_code_after({"type": "auth", "key": expired.plaintext}) == 4001
 
 
-def test_an_ingest_key_closes_with_4003(ingest_key: IssuedKey) -> None:
-    assert close_code_after({"type": "auth", "key": ingest_key.plaintext}) == 4003
+def test_an_ingest_key_closes_with_4001(ingest_key: IssuedKey) -> None:
+    assert close_code_after({"type": "auth", "key": ingest_key.plaintext}) == 4001
 
 
 def test_no_auth_in_time_closes_with_4001(db: None, settings: Any) -> None:

@@ -282,9 +282,8 @@ function openSocket() {
   socket.onmessage = (event) => receive(JSON.parse(event.data));
   socket.onclose = (event) => {
     state.socket = null;
-    if (event.code === 4001 || event.code === 4003) {
-      const why = event.code === 4001 ? "the key was refused (bad, revoked or expired)"
-        : "this key is not a read key";
+    if (event.code === 4001) {
+      const why = event.reason || "the key was refused (bad, revoked or expired)";
       setLiveStatus("live feed closed", "closed");
       showMessage(`Live feed closed: ${why}.`);
       return;
