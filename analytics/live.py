@@ -9,6 +9,7 @@ overtaken), it reads the missing taps back with ``taps_after``. Publishing never
 write: the taps are committed before it starts.
 """
 
+import asyncio
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -31,6 +32,7 @@ LIVE_INLINE_LIMIT = 1000
 # The loader stores 50,000-row batches; past this many taps of one team in one batch it
 # announces the range only, so a 10M-tap load costs one small message per team per batch.
 LOADER_INLINE_LIMIT = 100
+PUBLISH_TIMEOUT_SECONDS = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,15 +128,18 @@ def publish(ranges: Sequence[StoredRange], inline_limit: int) -> None:
 async def _send(layer: Any, messages: list[tuple[StoredRange, dict[str, Any]]]) -> None:
     for stored, message in messages:
         try:
-            await layer.group_send(team_group(stored.team_id), message)
-        except (RedisError, OSError, ChannelFull) as error:
+            # A Redis that hangs rather than refuses must not hold the ingest answer.
+            async with asyncio.timeout(PUBLISH_TIMEOUT_SECONDS):
+                await layer.group_send(team_group(stored.team_id), message)
+        except (RedisError, OSError, ChannelFull, TimeoutError) as error:
             # The taps are committed; sockets that missed this message catch up from the
             # database on the next one, or on reconnect with ``after``.
+            reason = str(error) or f"no answer within {PUBLISH_TIMEOUT_SECONDS} s"
             logger.warning(
                 "could not push %d taps of team %d to websockets: %s",
                 stored.accepted,
                 stored.team_id,
-                error,
+                reason,
             )
 
 

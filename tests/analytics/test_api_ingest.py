@@ -2,6 +2,7 @@
 
 import json
 import logging
+import socket
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
@@ -12,6 +13,7 @@ from channels.layers import get_channel_layer
 from django.utils import timezone
 from rest_framework.test import APIClient
 
+from analytics import live
 from analytics.live import team_group
 from analytics.models import Tap
 from analytics.rollup import find_rollup_differences
@@ -275,3 +277,32 @@ def test_a_channel_layer_that_is_down_loses_no_taps(
     assert Tap.objects.count() == 1
     assert "could not push 1 taps" in caplog.text
     assert json.dumps(response.json()) == '{"accepted": 1, "duplicates": 0}'
+
+
+def test_a_channel_layer_that_hangs_does_not_hold_the_answer(
+    api: APIClient,
+    ingest_key: IssuedKey,
+    tag: Tag,
+    settings: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    django_capture_on_commit_callbacks: Any,
+) -> None:
+    # A port that accepts connections and never answers: a Redis that hangs.
+    with socket.create_server(("127.0.0.1", 0)) as silent:
+        port = silent.getsockname()[1]
+        settings.CHANNEL_LAYERS = {
+            "default": {
+                "BACKEND": "channels_redis.core.RedisChannelLayer",
+                "CONFIG": {"hosts": [f"redis://127.0.0.1:{port}/0"]},
+            }
+        }
+        monkeypatch.setattr(live, "PUBLISH_TIMEOUT_SECONDS", 0.2)
+        with caplog.at_level(logging.WARNING), django_capture_on_commit_callbacks(execute=True):
+            response = post(api, ingest_key, [item(6, tag.uid)])
+
+    assert response.status_code == 201
+    assert Tap.objects.count() == 1
+    assert "could not push 1 taps" in caplog.text
+    # Our bound, not channels-redis's own 5-second read timeout, ended the wait.
+    assert "no answer within 0.2 s" in caplog.text
