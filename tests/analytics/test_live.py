@@ -1,6 +1,8 @@
 """seq (SPEC 8): per-team numbers that grow with every stored tap, in commit order."""
 
 import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 
 import pytest
@@ -88,42 +90,54 @@ def wait_until_blocked_on_a_lock() -> None:
     pytest.fail("the second writer never waited for the first")
 
 
+@contextmanager
+def second_waits_for_first(
+    first: Callable[[], object], second: Callable[[], object]
+) -> Iterator[threading.Thread]:
+    """Run ``first`` in a transaction held open, then start ``second`` in another thread;
+    yield (its thread) once it waits on a lock, then let ``first`` commit."""
+    first_done, release = threading.Event(), threading.Event()
+
+    def hold_open() -> None:
+        try:
+            with transaction.atomic():
+                first()
+                first_done.set()
+                release.wait(30)
+        finally:
+            first_done.set()
+            connection.close()
+
+    def contend() -> None:
+        try:
+            second()
+        finally:
+            connection.close()
+
+    holder = threading.Thread(target=hold_open)
+    holder.start()
+    assert first_done.wait(30)
+    contender = threading.Thread(target=contend)
+    contender.start()
+    try:
+        wait_until_blocked_on_a_lock()
+        yield contender
+    finally:
+        release.set()
+        holder.join(30)
+        contender.join(30)
+
+
 @pytest.mark.django_db(transaction=True)
 def test_a_tap_committed_late_cannot_be_skipped_by_a_resuming_reader(tag: Tag, team: Team) -> None:
     # Writer A takes its seq and stalls before committing; writer B comes after. If B
     # could commit (and be pushed) first with a higher seq, a client resuming after B's
     # seq would never see A's tap. B must wait for A instead.
-    a_stored, release = threading.Event(), threading.Event()
-
-    def writer_a() -> None:
-        try:
-            with transaction.atomic():
-                store_taps(taps(1, uid=tag.uid))
-                a_stored.set()
-                release.wait(30)
-        finally:
-            a_stored.set()
-            connection.close()
-
-    def writer_b() -> None:
-        try:
-            store_taps(taps(2, uid=tag.uid))
-        finally:
-            connection.close()
-
-    first = threading.Thread(target=writer_a)
-    first.start()
-    assert a_stored.wait(30)
-    second = threading.Thread(target=writer_b)
-    second.start()
-    try:
-        wait_until_blocked_on_a_lock()
+    with second_waits_for_first(
+        lambda: store_taps(taps(1, uid=tag.uid)), lambda: store_taps(taps(2, uid=tag.uid))
+    ) as writer_b:
         visible_while_a_is_open, _ = taps_after(team.pk, 0)
-        assert second.is_alive()
-    finally:
-        release.set()
-        first.join(30)
-        second.join(30)
+        assert writer_b.is_alive()
 
     assert visible_while_a_is_open == []
     seen, _ = taps_after(team.pk, 0)
@@ -137,36 +151,11 @@ def test_a_tag_move_waits_for_an_ingest_that_checked_the_tag(
 ) -> None:
     # The ingest checked that the tag is its team's; a move committing between that check
     # and the insert would store the tap under a team that no longer owns the tag.
-    checked, release = threading.Event(), threading.Event()
-
-    def ingest() -> None:
-        try:
-            with transaction.atomic():
-                ingest_taps(team.pk, taps(1, uid=tag.uid))
-                checked.set()
-                release.wait(30)
-        finally:
-            checked.set()
-            connection.close()
-
-    def move() -> None:
-        try:
-            move_tag(Tag.objects.get(uid=tag.uid), other_team)
-        finally:
-            connection.close()
-
-    first = threading.Thread(target=ingest)
-    first.start()
-    assert checked.wait(30)
-    second = threading.Thread(target=move)
-    second.start()
-    try:
-        wait_until_blocked_on_a_lock()
-        assert second.is_alive()
-    finally:
-        release.set()
-        first.join(30)
-        second.join(30)
+    with second_waits_for_first(
+        lambda: ingest_taps(team.pk, taps(1, uid=tag.uid)),
+        lambda: move_tag(Tag.objects.get(uid=tag.uid), other_team),
+    ) as move:
+        assert move.is_alive()
 
     assert Tap.objects.get(tap_id=1).team_id == team.pk
     assert Tag.objects.get(uid=tag.uid).team_id == other_team.pk
