@@ -11,6 +11,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 import pytest
+from playwright.sync_api import expect, sync_playwright
 
 from analytics.ingest import TapRow, store_taps
 from teams.keys import IssuedKey
@@ -37,7 +38,6 @@ pytestmark = pytest.mark.django_db(transaction=True)
 def chromium() -> Iterator[Any]:
     if not os.access(CHROMIUM, os.X_OK) and not in_ci():
         pytest.skip(f"{CHROMIUM} is not installed (apt-get install chromium)")
-    from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
@@ -86,13 +86,15 @@ def test_the_dashboard_charts_the_api_total_and_shows_a_new_tap_live(
         page.fill("#key", read_key.plaintext)
         page.click("#connect")
         page.wait_for_selector("#live-status.live", timeout=10_000)
-        page.wait_for_function(f"document.querySelector('#total').textContent === '{expected}'")
+        # Locator assertions, not wait_for_function: a string predicate is evaluated with
+        # eval, which the page's Content-Security-Policy forbids.
+        expect(page.locator("#total")).to_have_text(str(expected), timeout=10_000)
         shown = page.text_content("#total")
         bars = page.locator("#chart rect.bar").count()
 
         answer = api(server, "/v1/taps", ingest_key, [{"id": 100, "tag": tag.uid, "count": 3}])
         page.wait_for_selector("#feed li[data-tap-id='100']", timeout=10_000)
-        page.wait_for_function(f"document.querySelector('#total').textContent === '{expected + 3}'")
+        expect(page.locator("#total")).to_have_text(str(expected + 3), timeout=10_000)
         page.screenshot(path=str(tmp_path / "dashboard.png"), full_page=True)
         in_url = read_key.plaintext in page.url
 
@@ -111,7 +113,7 @@ def test_the_dashboard_says_when_a_key_is_refused(tmp_path: Path, db: None, chro
         page.fill("#key", "wrong.key")
         page.click("#connect")
         page.wait_for_selector("#live-status.closed", timeout=10_000)
-        page.wait_for_function("document.querySelector('#message').textContent.length > 0")
+        expect(page.locator("#message")).not_to_be_empty(timeout=10_000)
         message = page.text_content("#message")
         page.screenshot(path=str(tmp_path / "refused.png"), full_page=True)
 
