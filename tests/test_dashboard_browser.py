@@ -139,3 +139,21 @@ def test_the_dashboard_reconnects_and_gets_the_taps_it_missed(
             page.wait_for_selector("#live-status.live", timeout=20_000)
             page.wait_for_selector("#feed li[data-tap-id='77']", timeout=10_000)
             page.screenshot(path=str(tmp_path / "reconnected.png"), full_page=True)
+
+
+def test_the_dashboard_shows_an_empty_range_and_when_the_rate_limit_frees(
+    tmp_path: Path, read_key: IssuedKey, tag: Tag, chromium: Any
+) -> None:
+    with serve({"TAPS_RATE_LIMIT": "1/hour"}, workers=1, port=free_port(LIVE_PORTS)) as server:
+        page = chromium.new_page(timezone_id="UTC")
+        page.goto(server + "/dashboard/")
+        page.fill("#start", "2001-01-01")
+        page.fill("#end", "2001-01-07")
+        page.fill("#key", read_key.plaintext)
+        page.click("#connect")
+        expect(page.locator("#empty")).to_be_visible(timeout=10_000)
+        expect(page.locator("#total")).to_have_text("0")
+        page.click("#load")
+        expect(page.locator("#message")).to_contain_text("Rate limit reached", timeout=10_000)
+        expect(page.locator("#load")).to_be_disabled()
+        page.screenshot(path=str(tmp_path / "rate-limited.png"), full_page=True)
