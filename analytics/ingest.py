@@ -2,14 +2,15 @@
 
 Callers put rows in the connection's staging table (``stage_taps``: COPY on PostgreSQL),
 remove what they refuse, and call ``store_staged_taps`` inside a transaction. It inserts
-the raw taps under their tag's current team, skips ids the team already has, and adds
-exactly the inserted taps to both rollups, all in that transaction, so the rollups never
-disagree with the raw taps and a duplicate never counts twice (SPEC 4, 11).
+the raw taps under their tag's current team, skips ids the team already has, adds exactly
+the inserted taps to both rollups and rebuilds the day level of the days they fall on, all
+in that transaction, so the rollups never disagree with the raw taps and a duplicate never
+counts twice (SPEC 4, 11).
 """
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 from django.db import connection, transaction
@@ -17,7 +18,7 @@ from django.db.backends.utils import CursorWrapper
 
 from analytics import live
 from analytics.live import LIVE_INLINE_LIMIT, StoredRange
-from analytics.rollup import bucket_sql
+from analytics.rollup import bucket_sql, refresh_team_days
 from teams.models import Tag
 
 STAGE_TABLE = "tap_stage"
@@ -130,10 +131,26 @@ def store_staged_taps(*, live_limit: int = LIVE_INLINE_LIMIT) -> StoreResult:
             ranges = _store_postgresql(cursor)
         else:
             ranges = _store_sqlite(cursor)
-    accepted = sum(stored.accepted for stored in ranges)
+        accepted = sum(stored.accepted for stored in ranges)
+        if accepted:
+            refresh_team_days(_staged_days(cursor))
     if accepted:
         live.publish_on_commit([stored for stored in ranges if stored.accepted], live_limit)
     return StoreResult(accepted=accepted, duplicates=staged - accepted)
+
+
+def _staged_days(cursor: CursorWrapper) -> list[tuple[int, date]]:
+    """The (team, UTC day) pairs of the staged taps, for the day level (a superset of
+    what was stored: refreshing a day again is harmless)."""
+    if connection.vendor == "postgresql":
+        day = "(s.created_at AT TIME ZONE 'UTC')::date"
+    else:
+        day = "substr(s.created_at, 1, 10)"
+    cursor.execute(f"SELECT DISTINCT t.team_id, {day} FROM {STAGE_TABLE} s {_OWNED}", [])
+    return [
+        (team_id, day if isinstance(day, date) else date.fromisoformat(day))
+        for team_id, day in cursor.fetchall()
+    ]
 
 
 def _store_postgresql(cursor: CursorWrapper) -> list[StoredRange]:

@@ -84,6 +84,25 @@ class TeamRollup(models.Model):
         return f"team {self.team_id} at {self.bucket:%Y-%m-%d %H:%M}Z: {self.taps}"
 
 
+class TeamDay(models.Model):
+    """A team's taps over one UTC day, with the day's 96 quarter-hour counts in one row.
+
+    Derived from ``TeamRollup`` by the write path for every day a batch touches, so a
+    year of any zone reads 366 rows instead of 35,000: a local day, week or month starts
+    on a quarter hour, and the counts before it within its UTC day are a prefix of
+    ``quarters`` (``analytics.rollup.unpack_quarters``).
+    """
+
+    pk = models.CompositePrimaryKey("team_id", "day")
+    team = models.ForeignKey(Team, on_delete=models.CASCADE, db_constraint=False, db_index=False)
+    day = models.DateField()
+    taps = models.BigIntegerField()
+    quarters = models.BinaryField()
+
+    def __str__(self) -> str:
+        return f"team {self.team_id} on {self.day}: {self.taps}"
+
+
 class TagRollup(models.Model):
     """Taps per tag per 15-minute bucket, for the ``tag`` filter and ``group_by=tag``."""
 

@@ -13,6 +13,7 @@ from bisect import bisect_right
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta, tzinfo
+from itertools import accumulate, pairwise
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
@@ -21,7 +22,7 @@ from django.db.models import F, Sum
 from django.db.models.functions import Trunc
 from django.utils import timezone
 
-from analytics.models import ROLLUP_STEP, TagRollup, Tap, TeamRollup
+from analytics.models import ROLLUP_STEP, TagRollup, Tap, TeamDay
 from analytics.periods import (
     Interval,
     boundaries,
@@ -29,6 +30,7 @@ from analytics.periods import (
     local_wall,
     shift_years,
 )
+from analytics.rollup import quarter_of, taps_before_quarter
 from teams.models import Team
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -88,6 +90,8 @@ class TapCounts:
     total: int
     periods: list[Period] = field(default_factory=list)
     series: list[Series] | None = None
+    # When the first bucket not ended at ``as_of`` ends (its ``partial`` changes then).
+    valid_until: datetime | None = None
 
 
 def _on_rollup_grid(instant: datetime) -> bool:
@@ -157,8 +161,7 @@ def _grouped_rows(
         queryset = TagRollup.objects.filter(team=team)
         time_field, amount = "bucket", "taps"
     else:
-        queryset = TeamRollup.objects.filter(team=team)
-        time_field, amount = "bucket", "taps"
+        raise ValueError("team-level rollup rows are read from the day level")
     queryset = queryset.filter(
         **{f"{time_field}__gte": source.low, f"{time_field}__lt": source.high}
     )
@@ -175,6 +178,39 @@ def _grouped_rows(
         .order_by()
         .values_list(*fields, "taps")
     )
+
+
+def _add_day_level(
+    team: Team, low: datetime, high: datetime, bounds: Sequence[datetime], sums: list[int]
+) -> None:
+    """Add the team's taps in ``[low, high)`` (on the quarter-hour grid) to ``sums``, read
+    from the day level: one row per UTC day, whatever the zone and the interval.
+
+    The taps of a piece between two bucket boundaries are the difference of the taps
+    before each end; the taps before an instant are the whole days before its day plus the
+    running total of its day's quarters up to it.
+    """
+    first, last = low.date(), (high - ROLLUP_STEP).date()
+    totals = [0] * ((last - first).days + 1)
+    packed: dict[int, bytes | memoryview] = {}
+    rows = TeamDay.objects.filter(team=team, day__gte=first, day__lte=last)
+    for day, taps, quarters in rows.values_list("day", "taps", "quarters"):
+        totals[(day - first).days] = taps
+        packed[(day - first).days] = quarters
+    before_day = list(accumulate(totals, initial=0))
+
+    def taps_before(instant: datetime) -> int:
+        index, quarter = (instant.date() - first).days, quarter_of(instant)
+        if not quarter or index not in packed:
+            return before_day[index]
+        return before_day[index] + taps_before_quarter(packed[index], quarter)
+
+    cuts = [low, *(bound for bound in bounds if low < bound < high), high]
+    before = taps_before(low)
+    for cut, next_cut in pairwise(cuts):
+        before_next = taps_before(next_cut)
+        sums[_bucket_index(bounds, cut)] += before_next - before
+        before = before_next
 
 
 def _bucket_index(bounds: Sequence[datetime], instant: datetime) -> int:
@@ -230,6 +266,9 @@ def count_taps(
     team_sums = [0] * (len(bounds) - 1)
     tag_sums: dict[int, list[int]] = {}
     for source in _sources(start, end, inner, query):
+        if source.table == "rollup" and not (tags or by_tag):
+            _add_day_level(team, source.low, source.high, bounds, team_sums)
+            continue
         for row in _grouped_rows(team, source, tags, by_tag):
             index = _bucket_index(bounds, row[0])
             team_sums[index] += row[-1]
@@ -237,6 +276,8 @@ def count_taps(
                 tag_sums.setdefault(row[1], [0] * len(team_sums))[index] += row[-1]
     local_start, local_end = start.astimezone(query.zone), end.astimezone(query.zone)
     counts = TapCounts(local_start, local_end, sum(team_sums))
+    ending = bisect_right(bounds, as_of, lo=1)
+    counts.valid_until = bounds[ending] if ending < len(bounds) else None
     if not by_tag:
         counts.periods = _periods(team_sums, bounds, start, end, query, as_of)
         return counts

@@ -1,16 +1,134 @@
-"""The 15-minute rollups: the bucket expression, and the operators' check and rebuild.
+"""The rollups: the 15-minute bucket expression, the day level built from the 15-minute
+rows, and the operators' check and rebuild.
 
 The write path (``analytics.ingest``) keeps the rollups in step with the raw taps. These
 functions recompute them from the raw taps, which is what ``verify_rollup`` and
 ``rebuild_rollup`` expose.
 """
 
-from collections.abc import Sequence
+import struct
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, date, datetime, time, timedelta
+from functools import reduce
+from itertools import accumulate, groupby
+from operator import or_
 
 from django.db import connection, transaction
+from django.db.models import Q
 from django.utils.dateparse import parse_datetime
+
+from analytics.models import TeamDay, TeamRollup
+
+QUARTERS_PER_DAY = 96
+_QUARTERS = struct.Struct(f">{QUARTERS_PER_DAY}q")
+_EMPTY_DAY = bytes(_QUARTERS.size)
+_TAPS = struct.Struct(">q")
+
+
+def pack_quarters(counts: Sequence[int]) -> bytes:
+    """A day's 96 quarter-hour counts as ``TeamDay.quarters`` stores them: running totals
+    (the taps up to the end of each quarter) as big-endian 64-bit integers, so the taps
+    before any quarter hour are one 8-byte read."""
+    return _QUARTERS.pack(*accumulate(counts))
+
+
+def unpack_quarters(quarters: bytes | memoryview) -> tuple[int, ...]:
+    """The 96 quarter-hour counts of a packed day."""
+    totals = _QUARTERS.unpack(quarters)
+    return tuple(total - before for total, before in zip(totals, (0, *totals[:-1]), strict=True))
+
+
+def taps_before_quarter(quarters: bytes | memoryview, quarter: int) -> int:
+    """The taps of a packed day before its ``quarter``-th quarter hour (0 to 96)."""
+    return _TAPS.unpack_from(quarters, 8 * (quarter - 1))[0] if quarter else 0
+
+
+def day_start(day: date) -> datetime:
+    return datetime.combine(day, time(), tzinfo=UTC)
+
+
+def quarter_of(instant: datetime) -> int:
+    """The index in its UTC day of the quarter hour starting at ``instant``."""
+    return (instant.hour * 60 + instant.minute) // 15
+
+
+def day_levels(
+    fine_rows: Iterable[tuple[int, datetime, int]],
+) -> Iterator[tuple[int, date, int, bytes]]:
+    """``(team, day, taps, quarters)`` from 15-minute rows sorted by team and bucket."""
+
+    def team_and_day(row: tuple[int, datetime, int]) -> tuple[int, date]:
+        return row[0], row[1].astimezone(UTC).date()
+
+    for (team_id, day), rows in groupby(fine_rows, key=team_and_day):
+        counts = [0] * QUARTERS_PER_DAY
+        for _, bucket, taps in rows:
+            counts[quarter_of(bucket.astimezone(UTC))] += taps
+        yield team_id, day, sum(counts), pack_quarters(counts)
+
+
+def _day_runs(pairs: Iterable[tuple[int, date]]) -> Iterator[tuple[int, date, date]]:
+    """``(team, first, last)`` runs of consecutive days among the (team, day) pairs."""
+    ordered = sorted(set(pairs))
+    run: list[tuple[int, date]] = []
+    for team_id, day in ordered:
+        if run and (run[-1][0] != team_id or run[-1][1] + timedelta(days=1) != day):
+            yield run[0][0], run[0][1], run[-1][1]
+            run = []
+        run.append((team_id, day))
+    if run:
+        yield run[0][0], run[0][1], run[-1][1]
+
+
+def _write_days(days: Iterable[tuple[int, date, int, bytes]]) -> int:
+    sql = """INSERT INTO analytics_teamday (team_id, day, taps, quarters)
+             VALUES (%s, %s, %s, %s)
+             ON CONFLICT (team_id, day) DO UPDATE
+             SET taps = excluded.taps, quarters = excluded.quarters"""
+    adapt = connection.ops.adapt_datefield_value
+    rows = [(team_id, adapt(day), taps, quarters) for team_id, day, taps, quarters in days]
+    with connection.cursor() as cursor:
+        for chunk_start in range(0, len(rows), 1000):
+            cursor.executemany(sql, rows[chunk_start : chunk_start + 1000])
+    return len(rows)
+
+
+def refresh_team_days(pairs: Iterable[tuple[int, date]]) -> int:
+    """Rebuild the day level of the given (team, UTC day) pairs from the 15-minute rows.
+
+    The write path calls it after adding a batch to ``TeamRollup``, in the same
+    transaction; a day that has lost all its rows keeps a row of zeros.
+    """
+    runs = list(_day_runs(pairs))
+    if not runs:
+        return 0
+    wanted = reduce(
+        or_,
+        (
+            Q(
+                team_id=team_id,
+                bucket__gte=day_start(first),
+                bucket__lt=day_start(last) + timedelta(days=1),
+            )
+            for team_id, first, last in runs
+        ),
+    )
+    fine = TeamRollup.objects.filter(wanted).order_by("team_id", "bucket")
+    found = {
+        (team_id, day): (taps, quarters)
+        for team_id, day, taps, quarters in day_levels(
+            fine.values_list("team_id", "bucket", "taps").iterator()
+        )
+    }
+    days = []
+    for team_id, first, last in runs:
+        day = first
+        while day <= last:
+            taps, quarters = found.get((team_id, day), (0, _EMPTY_DAY))
+            days.append((team_id, day, taps, quarters))
+            day += timedelta(days=1)
+    return _write_days(days)
 
 
 def bucket_sql(column: str) -> str:
@@ -84,24 +202,48 @@ def find_rollup_differences(
             ORDER BY team_id, tag_id, bucket
         """,
     }
-    total = 0
-    sample: list[RollupDifference] = []
+    differences: list[RollupDifference] = []
     with connection.cursor() as cursor:
         for table, sql in checks.items():
             cursor.execute(sql, params + params)
-            for team_id, tag_id, bucket_start, raw, rolled in cursor:
-                total += 1
-                if len(sample) < limit:
-                    sample.append(
-                        RollupDifference(
-                            table, team_id, tag_id, _as_datetime(bucket_start), raw, rolled
-                        )
-                    )
-    return total, sample
+            differences += [
+                RollupDifference(table, team_id, tag_id, _as_datetime(bucket_start), raw, rolled)
+                for team_id, tag_id, bucket_start, raw, rolled in cursor
+            ]
+    differences += _day_level_differences(team_ids)
+    return len(differences), differences[:limit]
+
+
+def _day_level_differences(team_ids: Sequence[int] | None) -> list[RollupDifference]:
+    """Days whose ``TeamDay`` row disagrees with the 15-minute rows (a day without taps may
+    keep a row of zeros)."""
+    fine = TeamRollup.objects.order_by("team_id", "bucket")
+    stored = TeamDay.objects.all()
+    if team_ids is not None:
+        fine = fine.filter(team_id__in=team_ids)
+        stored = stored.filter(team_id__in=team_ids)
+    expected = {
+        (team_id, day): (taps, quarters)
+        for team_id, day, taps, quarters in day_levels(
+            fine.values_list("team_id", "bucket", "taps").iterator()
+        )
+    }
+    differences = []
+    for team_id, day, taps, quarters in stored.values_list("team_id", "day", "taps", "quarters"):
+        want_taps, want_quarters = expected.pop((team_id, day), (0, _EMPTY_DAY))
+        if (taps, bytes(quarters)) != (want_taps, want_quarters):
+            differences.append(
+                RollupDifference("day", team_id, None, day_start(day), want_taps, taps)
+            )
+    differences += [
+        RollupDifference("day", team_id, None, day_start(day), taps, 0)
+        for (team_id, day), (taps, _) in expected.items()
+    ]
+    return sorted(differences, key=lambda d: (d.team_id, d.bucket))
 
 
 def rebuild_rollups(team_ids: Sequence[int] | None = None) -> int:
-    """Recompute both rollups of the given teams (all if None) from the raw taps.
+    """Recompute the rollups of the given teams (all if None) from the raw taps.
 
     Writers wait while it runs (the raw table is locked against inserts on PostgreSQL;
     SQLite's write lock does the same), so no tap can slip between delete and insert.
@@ -127,4 +269,9 @@ def rebuild_rollups(team_ids: Sequence[int] | None = None) -> int:
                 GROUP BY 1, 2, 3""",
             params,
         )
+        cursor.execute(f"DELETE FROM analytics_teamday {where}", params)
+        fine = TeamRollup.objects.order_by("team_id", "bucket")
+        if team_ids is not None:
+            fine = fine.filter(team_id__in=team_ids)
+        _write_days(day_levels(fine.values_list("team_id", "bucket", "taps").iterator()))
     return written

@@ -1,11 +1,11 @@
 import io
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 
 import pytest
 from django.core.management import CommandError, call_command
 
-from analytics.models import TagRollup, Tap, TeamRollup
-from analytics.rollup import find_rollup_differences
+from analytics.models import TagRollup, Tap, TeamDay, TeamRollup
+from analytics.rollup import find_rollup_differences, pack_quarters, unpack_quarters
 from teams.models import Tag, Team
 from tests.conftest import add_taps
 
@@ -62,10 +62,40 @@ def test_verify_rollup_reports_a_drifted_bucket_and_rebuild_mends_it(
         verify("--team", str(team.id))
 
     assert failure.value.returncode == 1
-    assert "2 rollup buckets differ" in str(failure.value)
+    # the drifted 15-minute row also disagrees with its day
+    assert "3 rollup buckets differ" in str(failure.value)
     call_command("rebuild_rollup", "--team", str(team.id), stdout=io.StringIO())
     total, _ = find_rollup_differences()
     assert total == 0
+
+
+def test_the_day_level_holds_each_utc_day_by_quarter_hour(stored: Tag) -> None:
+    days = {
+        day: (taps, unpack_quarters(quarters))
+        for day, taps, quarters in TeamDay.objects.values_list("day", "taps", "quarters")
+    }
+
+    assert days.keys() == {date(2024, 2, 29), date(2024, 3, 1)}
+    assert days[date(2024, 2, 29)][0] == 1
+    assert days[date(2024, 2, 29)][1][95] == 1
+    assert days[date(2024, 3, 1)][0] == 2 + 4 + 16 + 8
+    assert days[date(2024, 3, 1)][1][:3] == (2 + 4 + 16, 8, 0)
+
+
+def test_verify_rollup_reports_a_drifted_day_and_rebuild_mends_it(stored: Tag, team: Team) -> None:
+    TeamDay.objects.filter(day=date(2024, 3, 1)).update(quarters=pack_quarters([30] + [0] * 95))
+    TeamDay.objects.filter(day=date(2024, 2, 29)).delete()
+
+    total, differences = find_rollup_differences()
+
+    assert total == 2
+    assert {(d.table, d.bucket.date()) for d in differences} == {
+        ("day", date(2024, 2, 29)),
+        ("day", date(2024, 3, 1)),
+    }
+    call_command("rebuild_rollup", "--team", str(team.id), stdout=io.StringIO())
+    assert find_rollup_differences()[0] == 0
+    assert TeamDay.objects.get(day=date(2024, 2, 29)).taps == 1
 
 
 @pytest.mark.django_db
