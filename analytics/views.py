@@ -16,6 +16,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from analytics import schema
+from analytics.answers import Answer, cached_answer
 from analytics.filters import read_tap_query, seed_tap_query
 from analytics.queries import Period, TapCounts, TapQuery, compared_query, count_taps
 from analytics.throttling import AnalyticsRateThrottle, RateLimitHeadersMixin, budget_of
@@ -80,18 +81,22 @@ def _counts_payload(counts: TapCounts) -> dict[str, Any]:
 
 
 def tap_counts_payload(
-    team: Team, query: TapQuery, counts: TapCounts, as_of: datetime
+    team: Team, query: TapQuery, counted: dict[str, Any], as_of: datetime
 ) -> dict[str, Any]:
-    counted = _counts_payload(counts)
+    """The answer of ``GET /v1/analytics/taps`` around a ``_counts_payload``."""
     return {
         "team": {"id": team.id, "name": team.name},
         "interval": str(query.interval),
         "tz": query.zone.key,
-        "start": counted.pop("start"),
-        "end": counted.pop("end"),
+        "start": counted["start"],
+        "end": counted["end"],
         "as_of": as_of.isoformat(timespec="microseconds"),
-        **counted,
+        **{name: value for name, value in counted.items() if name not in ("start", "end")},
     }
+
+
+def _earliest(*instants: datetime | None) -> datetime | None:
+    return min((instant for instant in instants if instant is not None), default=None)
 
 
 class TapAnalyticsViewSet(JSONErrorsMixin, RateLimitHeadersMixin, viewsets.ViewSet):
@@ -103,19 +108,27 @@ class TapAnalyticsViewSet(JSONErrorsMixin, RateLimitHeadersMixin, viewsets.ViewS
     @extend_schema(**schema.TAP_COUNTS)
     def list(self, request: Request) -> Response:
         auth: TeamAuth = request.auth
-        wanted = read_tap_query(request.query_params, auth.team)
+        team = auth.team
+        wanted = read_tap_query(request.query_params, team)
         as_of = timezone.now()
-        counts = count_taps(auth.team, wanted.query, as_of=as_of)
-        body = tap_counts_payload(auth.team, wanted.query, counts, as_of)
-        if wanted.compare:
+
+        def compute() -> Answer:
+            counts = count_taps(team, wanted.query, as_of=as_of)
+            counted = _counts_payload(counts)
+            if not wanted.compare:
+                return Answer(counted, counts.valid_until)
             earlier = count_taps(
-                auth.team,
+                team,
                 compared_query(wanted.query, wanted.compare),
                 as_of=as_of,
                 series_tags=None if counts.series is None else [s.tag for s in counts.series],
             )
-            body["compare"] = {"range": wanted.compare, **_counts_payload(earlier)}
-        return Response(body)
+            counted["compare"] = {"range": wanted.compare, **_counts_payload(earlier)}
+            return Answer(counted, _earliest(counts.valid_until, earlier.valid_until))
+
+        question = repr(("taps", wanted.query, wanted.compare))
+        counted = cached_answer(team.id, question, as_of, compute)
+        return Response(tap_counts_payload(team, wanted.query, counted, as_of))
 
 
 class SeedTapAnalyticsView(JSONErrorsMixin, RateLimitHeadersMixin, APIView):
@@ -127,12 +140,17 @@ class SeedTapAnalyticsView(JSONErrorsMixin, RateLimitHeadersMixin, APIView):
     def post(self, request: Request) -> Response:
         auth: TeamAuth = request.auth
         query = seed_tap_query(request.data)
-        counts = count_taps(auth.team, query)
-        data = [
-            {"period": period.start.isoformat(), "total_count": period.taps}
-            for period in counts.periods
-        ]
-        return Response({"message": "Successful", "data": data})
+        as_of = timezone.now()
+
+        def compute() -> Answer:
+            counts = count_taps(auth.team, query, as_of=as_of)
+            data = [
+                {"period": period.start.isoformat(), "total_count": period.taps}
+                for period in counts.periods
+            ]
+            return Answer({"message": "Successful", "data": data}, counts.valid_until)
+
+        return Response(cached_answer(auth.team.id, repr(("seed", query)), as_of, compute))
 
 
 class UsageView(RateLimitHeadersMixin, APIView):

@@ -5,10 +5,11 @@ from datetime import UTC, datetime
 import pytest
 import redis
 from django.conf import settings
+from django.core.cache import cache
 from django.db import connection
 from rest_framework.test import APIClient
 
-from analytics import throttling
+from analytics import answers, throttling
 from analytics.ingest import TapRow, store_taps
 from teams.keys import IssuedKey, create_key
 from teams.models import Scope, Tag, Team
@@ -49,15 +50,20 @@ def _flush_configured_redis() -> Iterator[None]:
         client.flushdb()
         client.close()
     else:
+        # The in-process cache outlives the test database, whose ids a later test reuses.
+        cache.clear()
         yield
+        cache.clear()
 
 
 @pytest.fixture(autouse=True)
 def _fresh_rate_limiter() -> Iterator[None]:
     """In-process rate-limit windows and any remembered Redis outage start empty."""
     throttling.reset_local_state()
+    answers.reset_local_state()
     yield
     throttling.reset_local_state()
+    answers.reset_local_state()
 
 
 @pytest.fixture
