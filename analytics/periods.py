@@ -18,6 +18,8 @@ from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
 
 class Interval(enum.StrEnum):
     MINUTE = "minute"
@@ -130,15 +132,52 @@ def _calendar_boundaries(
 def _elapsed_candidates(
     start: datetime, end: datetime, zone: ZoneInfo, unit: timedelta, margin: timedelta
 ) -> list[datetime]:
-    wall = local_wall(start - margin, zone)
-    wall -= (wall - datetime.min) % unit
-    last = local_wall(end + margin, zone)
+    """Every instant in ``[start - margin, end + margin]`` at which the local clock shows a
+    whole ``unit``: while the offset stays the same they are ``unit`` apart, so each
+    candidate costs one offset lookup, and a change of offset is found by bisection."""
+    low, high = start - margin, end + margin
     found: list[datetime] = []
-    while wall <= last:
-        found.extend(instants_showing(wall, zone))
-        wall += unit
-    found.sort()
+    offset = _offset_at(low, zone)
+    candidate = _next_whole(low, offset, unit)
+    previous = low
+    while candidate <= high:
+        if _offset_at(candidate, zone) == offset:
+            found.append(candidate)
+            previous, candidate = candidate, candidate + unit
+            continue
+        change = _offset_change(previous, candidate, zone)
+        offset = _offset_at(change, zone)
+        previous, candidate = change, _next_whole(change, offset, unit)
     return found
+
+
+def _offset_at(instant: datetime, zone: ZoneInfo) -> timedelta:
+    offset = instant.astimezone(zone).utcoffset()
+    assert offset is not None
+    return offset
+
+
+def _next_whole(instant: datetime, offset: timedelta, unit: timedelta) -> datetime:
+    """The first instant from ``instant`` on at which a clock ``offset`` from UTC shows a
+    whole ``unit``."""
+    late = (instant + offset - EPOCH) % unit
+    return instant if not late else instant + (unit - late)
+
+
+def _offset_change(before: datetime, after: datetime, zone: ZoneInfo) -> datetime:
+    """The instant in ``(before, after]`` at which the offset in force at ``before`` ends
+    (offsets change on whole seconds)."""
+    offset = _offset_at(before, zone)
+    low, high = before, after
+    while high - low > timedelta(seconds=1):
+        middle = (low + (high - low) / 2).replace(microsecond=0)
+        if middle <= low:
+            middle = low + timedelta(seconds=1)
+        if _offset_at(middle, zone) == offset:
+            low = middle
+        else:
+            high = middle
+    return high
 
 
 def _elapsed_boundaries(
