@@ -150,23 +150,28 @@ def _sources(
     return sources
 
 
-def _grouped_rows(
-    team: Team, source: _Source, tags: Sequence[int], by_tag: bool
-) -> Iterable[tuple[Any, ...]]:
-    """``(instant, taps)`` or ``(instant, tag, taps)`` rows, summed in the database."""
+def _source_rows(team: Team, source: _Source, tags: Sequence[int]) -> tuple[Any, str, str]:
+    """The source's rows of the team (of ``tags`` if any), with their time and amount
+    fields. The rollup is the tag rollup: team-level counts come from the day level."""
     if source.table == "raw":
         queryset: Any = Tap.objects.filter(team=team)
         time_field, amount = "created_at", "count"
-    elif tags or by_tag:
+    else:
         queryset = TagRollup.objects.filter(team=team)
         time_field, amount = "bucket", "taps"
-    else:
-        raise ValueError("team-level rollup rows are read from the day level")
     queryset = queryset.filter(
         **{f"{time_field}__gte": source.low, f"{time_field}__lt": source.high}
     )
     if tags:
         queryset = queryset.filter(tag_id__in=tags)
+    return queryset, time_field, amount
+
+
+def _grouped_rows(
+    team: Team, source: _Source, tags: Sequence[int], by_tag: bool
+) -> Iterable[tuple[Any, ...]]:
+    """``(instant, taps)`` or ``(instant, tag, taps)`` rows, summed in the database."""
+    queryset, time_field, amount = _source_rows(team, source, tags)
     period = (
         Trunc(time_field, source.trunc, tzinfo=source.trunc_zone) if source.trunc else F(time_field)
     )
@@ -262,37 +267,51 @@ def count_taps(
     )
     inner = bounds[1:-1]
     by_tag = query.group_by_tag
+    sources = _sources(start, end, inner, query)
     tags = series_tags if series_tags is not None else query.tags
+    ranked: dict[int, int] | None = None
+    if by_tag and series_tags is None:
+        # Rank every tag by its total first, then read buckets for the chosen few only:
+        # a team may have thousands of tags and the answer shows ``limit`` of them.
+        ranked = _tag_totals(team, sources, query.tags)
+        for tag in query.tags:
+            ranked.setdefault(tag, 0)
+        tags = tuple(sorted(ranked, key=lambda tag: (-ranked[tag], tag))[: query.limit])
     team_sums = [0] * (len(bounds) - 1)
-    tag_sums: dict[int, list[int]] = {}
-    for source in _sources(start, end, inner, query):
-        if source.table == "rollup" and not (tags or by_tag):
+    tag_sums: dict[int, list[int]] = {tag: [0] * len(team_sums) for tag in tags}
+    for source in sources if tags or not by_tag else []:
+        if source.table == "rollup" and not tags:
             _add_day_level(team, source.low, source.high, bounds, team_sums)
             continue
         for row in _grouped_rows(team, source, tags, by_tag):
             index = _bucket_index(bounds, row[0])
             team_sums[index] += row[-1]
             if by_tag:
-                tag_sums.setdefault(row[1], [0] * len(team_sums))[index] += row[-1]
+                tag_sums[row[1]][index] += row[-1]
     local_start, local_end = start.astimezone(query.zone), end.astimezone(query.zone)
-    counts = TapCounts(local_start, local_end, sum(team_sums))
+    total = sum(team_sums) if ranked is None else sum(ranked.values())
+    counts = TapCounts(local_start, local_end, total)
     ending = bisect_right(bounds, as_of, lo=1)
     counts.valid_until = bounds[ending] if ending < len(bounds) else None
     if not by_tag:
         counts.periods = _periods(team_sums, bounds, start, end, query, as_of)
         return counts
-    for tag in tags:
-        tag_sums.setdefault(tag, [0] * len(team_sums))
-    totals = {tag: sum(sums) for tag, sums in tag_sums.items()}
-    if series_tags is not None:
-        chosen = list(series_tags)
-    else:
-        chosen = sorted(totals, key=lambda tag: (-totals[tag], tag))[: query.limit]
     counts.series = [
-        Series(tag, totals[tag], _periods(tag_sums[tag], bounds, start, end, query, as_of))
-        for tag in chosen
+        Series(tag, sum(sums), _periods(sums, bounds, start, end, query, as_of))
+        for tag, sums in tag_sums.items()
     ]
     return counts
+
+
+def _tag_totals(team: Team, sources: Sequence[_Source], tags: Sequence[int]) -> dict[int, int]:
+    """Each tag's taps over the sources (only ``tags`` if any are given)."""
+    totals: dict[int, int] = {}
+    for source in sources:
+        rows, _, amount = _source_rows(team, source, tags)
+        summed = rows.values("tag_id").annotate(taps=Sum(amount)).order_by()
+        for tag, taps in summed.values_list("tag_id", "taps"):
+            totals[tag] = totals.get(tag, 0) + taps
+    return totals
 
 
 def compared_query(query: TapQuery, compare: Compare) -> TapQuery:

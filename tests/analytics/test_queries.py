@@ -253,6 +253,34 @@ def test_series_by_tag_add_up_to_the_total(case: dict) -> None:
     assert totals == sorted(totals)
 
 
+@pytest.mark.django_db
+def test_limit_keeps_the_largest_tags_and_the_total_counts_every_tag() -> None:
+    # Tag 501 leads only through taps in the range's raw edge (before the first quarter
+    # hour), and 502 and 503 tie: the ranking must count edges, and break ties by uid.
+    start = datetime(2024, 3, 1, 0, 7, tzinfo=UTC)
+    taps = [
+        TapRow(1, 501, 5, start + timedelta(minutes=1)),
+        TapRow(2, 502, 3, datetime(2024, 3, 2, 12, tzinfo=UTC)),
+        TapRow(3, 503, 3, datetime(2024, 3, 3, 12, tzinfo=UTC)),
+        TapRow(4, 501, 9, start - timedelta(minutes=1)),
+    ]
+    team = store_for_new_team(taps)
+    query = TapQuery(
+        start=Endpoint(instant=start),
+        end=Endpoint(day=date(2024, 3, 3)),
+        zone=ZoneInfo("UTC"),
+        group_by_tag=True,
+        limit=2,
+    )
+
+    counts = count_taps(team, query)
+
+    assert counts.series is not None
+    assert [(series.tag, series.total) for series in counts.series] == [(501, 5), (502, 3)]
+    assert counts.total == 11
+    assert [p.taps for p in counts.series[1].periods] == [0, 3, 0]
+
+
 # Worked examples of the rules in SPEC 6.1
 
 
