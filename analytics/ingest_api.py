@@ -74,6 +74,46 @@ def positioned(errors: Any) -> Any:
     return errors
 
 
+def plainly_valid_rows(data: Any, now: datetime) -> list[TapRow] | None:
+    """The batch's rows when every item is plainly valid (JSON integers in range, a good
+    ``at``, no repeated id), else None: then the serializer, which accepts the same and
+    more (numbers in strings) and words every error, decides. It costs a tenth of the
+    serializer on a batch of 1000."""
+    if not isinstance(data, list) or not 0 < len(data) <= MAX_BATCH:
+        return None
+    rows = []
+    seen: set[int] = set()
+    for position, item in enumerate(data):
+        if not isinstance(item, dict):
+            return None
+        tap_id, tag, count = item.get("id"), item.get("tag"), item.get("count", 1)
+        if not (
+            type(tap_id) is int
+            and type(tag) is int
+            and type(count) is int
+            and 1 <= tap_id <= MAX_BIGINT
+            and 1 <= tag <= MAX_BIGINT
+            and 1 <= count <= MAX_COUNT
+            and tap_id not in seen
+        ):
+            return None
+        seen.add(tap_id)
+        at = item.get("at", now)
+        if at is now:
+            instant = now
+        elif isinstance(at, str):
+            try:
+                instant = parse_instant(at.strip())
+            except RowError:
+                return None
+            if instant > now + MAX_FUTURE:
+                return None
+        else:
+            return None
+        rows.append(TapRow(tap_id, tag, count, instant, line=position))
+    return rows
+
+
 class TapIngestView(RateLimitHeadersMixin, APIView):
     """Store a JSON list of up to 1000 taps, all or nothing; 201 with what was new."""
 
@@ -99,13 +139,17 @@ class TapIngestView(RateLimitHeadersMixin, APIView):
     def post(self, request: Request) -> Response:
         auth: TeamAuth = request.auth
         now = timezone.now()
-        batch = TapBatchSerializer(data=request.data, max_length=MAX_BATCH, context={"now": now})
-        if not batch.is_valid():
-            raise ValidationError(positioned(batch.errors))
-        rows = [
-            TapRow(item["id"], item["tag"], item["count"], item.get("at", now), line=position)
-            for position, item in enumerate(batch.validated_data)
-        ]
+        rows = plainly_valid_rows(request.data, now)
+        if rows is None:
+            batch = TapBatchSerializer(
+                data=request.data, max_length=MAX_BATCH, context={"now": now}
+            )
+            if not batch.is_valid():
+                raise ValidationError(positioned(batch.errors))
+            rows = [
+                TapRow(item["id"], item["tag"], item["count"], item.get("at", now), line=position)
+                for position, item in enumerate(batch.validated_data)
+            ]
         try:
             result = ingest_taps(auth.team.pk, rows)
         except TapsRefused as refused:

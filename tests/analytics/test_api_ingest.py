@@ -11,9 +11,13 @@ import pytest
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.utils import timezone
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from rest_framework.test import APIClient
 
 from analytics import live
+from analytics.ingest import TapRow
+from analytics.ingest_api import TapBatchSerializer, plainly_valid_rows
 from analytics.live import team_group
 from analytics.models import Tap
 from analytics.rollup import find_rollup_differences
@@ -306,3 +310,40 @@ def test_a_channel_layer_that_hangs_does_not_hold_the_answer(
     assert "could not push 1 taps" in caplog.text
     # Our bound, not channels-redis's own 5-second read timeout, ended the wait.
     assert "no answer within 0.2 s" in caplog.text
+
+
+json_values = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-2, max_value=2**63 + 1),
+    st.sampled_from([0, 1, 2**31 - 1, 2**31, 2**63 - 1, 2**63]),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.sampled_from(["7", " 7", "", "2023-01-01T00:00:00Z", " 2023-01-01T00:00:00+05:30 "]),
+    st.sampled_from(["2023-02-30T00:00:00Z", "2999-01-01T00:00:00Z", "yesterday", "now"]),
+)
+items = st.dictionaries(st.sampled_from(["id", "tag", "count", "at", "extra"]), json_values)
+
+
+@settings(max_examples=300, deadline=None)
+@given(batch=st.lists(items, max_size=4))
+def test_the_fast_path_accepts_only_what_the_serializer_accepts_alike(
+    batch: list[dict[str, Any]],
+) -> None:
+    now = timezone.now()
+    fast = plainly_valid_rows(batch, now)
+    if fast is None:
+        return
+    serializer = TapBatchSerializer(data=batch, max_length=1000, context={"now": now})
+    assert serializer.is_valid(), serializer.errors
+    assert fast == [
+        TapRow(item["id"], item["tag"], item["count"], item.get("at", now), line=position)
+        for position, item in enumerate(serializer.validated_data)
+    ]
+
+
+def test_the_fast_path_takes_a_plain_batch() -> None:
+    batch = [{"id": n, "tag": 5, "at": "2023-01-01T00:00:00Z"} for n in range(1, 1001)]
+    rows = plainly_valid_rows(batch, timezone.now())
+    assert rows is not None and len(rows) == 1000
+    assert plainly_valid_rows([*batch, {"id": 1001, "tag": 5}], timezone.now()) is None
+    assert plainly_valid_rows([*batch[:-1], {"id": 1, "tag": 5}], timezone.now()) is None
