@@ -18,7 +18,7 @@ from django.db.backends.utils import CursorWrapper
 
 from analytics import live
 from analytics.live import LIVE_INLINE_LIMIT, StoredRange
-from analytics.rollup import bucket_sql, refresh_team_days
+from analytics.rollup import bucket_sql, refresh_day_levels
 from teams.models import Tag
 
 STAGE_TABLE = "tap_stage"
@@ -133,7 +133,7 @@ def store_staged_taps(*, live_limit: int = LIVE_INLINE_LIMIT) -> StoreResult:
             ranges = _store_sqlite(cursor)
         accepted = sum(stored.accepted for stored in ranges)
         if accepted:
-            refresh_team_days(_staged_days(cursor))
+            refresh_day_levels(_staged_days(cursor))
     if accepted:
         live.publish_on_commit([stored for stored in ranges if stored.accepted], live_limit)
     return StoreResult(accepted=accepted, duplicates=staged - accepted)

@@ -84,23 +84,45 @@ class TeamRollup(models.Model):
         return f"team {self.team_id} at {self.bucket:%Y-%m-%d %H:%M}Z: {self.taps}"
 
 
-class TeamDay(models.Model):
-    """A team's taps over one UTC day, with the day's 96 quarter-hour counts in one row.
-
-    Derived from ``TeamRollup`` by the write path for every day a batch touches, so a
-    year of any zone reads 366 rows instead of 35,000: a local day, week or month starts
-    on a quarter hour, and the counts before it within its UTC day are a prefix of
-    ``quarters`` (``analytics.rollup.unpack_quarters``).
-    """
+class DayLevel(models.Model):
+    """One row per team and UTC day, built from a 15-minute rollup by the write path."""
 
     pk = models.CompositePrimaryKey("team_id", "day")
     team = models.ForeignKey(Team, on_delete=models.CASCADE, db_constraint=False, db_index=False)
     day = models.DateField()
     taps = models.BigIntegerField()
+
+    class Meta:
+        abstract = True
+
+
+class TeamDay(DayLevel):
+    """A team's taps over one UTC day, with the day's 96 quarter-hour counts in one row.
+
+    Derived from ``TeamRollup`` for every day a batch touches, so a year of any zone
+    reads 366 rows instead of 35,000: a local day, week or month starts on a quarter
+    hour, and the taps before it in its UTC day are one entry of the running totals in
+    ``quarters`` (``analytics.rollup.pack_quarters``).
+    """
+
     quarters = models.BinaryField()
 
     def __str__(self) -> str:
         return f"team {self.team_id} on {self.day}: {self.taps}"
+
+
+class TagDay(DayLevel):
+    """A team's taps by tag over one UTC day: every (tag, quarter hour) with taps, packed
+    as columns in ``cells`` (``analytics.rollup.pack_tag_cells``).
+
+    Derived from ``TagRollup`` like ``TeamDay``. A month of a team with thousands of tags
+    is 31 rows of bytes that NumPy sums by tag and bucket, instead of 100,000 rows.
+    """
+
+    cells = models.BinaryField()
+
+    def __str__(self) -> str:
+        return f"tags of team {self.team_id} on {self.day}: {self.taps}"
 
 
 class TagRollup(models.Model):

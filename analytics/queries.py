@@ -17,12 +17,13 @@ from itertools import accumulate, pairwise
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
+import numpy as np
 from django.conf import settings
 from django.db.models import F, Sum
 from django.db.models.functions import Trunc
 from django.utils import timezone
 
-from analytics.models import ROLLUP_STEP, TagRollup, Tap, TeamDay
+from analytics.models import ROLLUP_STEP, TagDay, TagRollup, Tap, TeamDay
 from analytics.periods import (
     Interval,
     boundaries,
@@ -30,7 +31,7 @@ from analytics.periods import (
     local_wall,
     shift_years,
 )
-from analytics.rollup import quarter_of, taps_before_quarter
+from analytics.rollup import QUARTERS_PER_DAY, quarter_of, taps_before_quarter, unpack_tag_cells
 from teams.models import Team
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -224,22 +225,36 @@ def _bucket_index(bounds: Sequence[datetime], instant: datetime) -> int:
     return min(max(bisect_right(bounds, instant) - 1, 0), len(bounds) - 2)
 
 
-def _periods(
-    sums: list[int],
-    bounds: Sequence[datetime],
-    start: datetime,
-    end: datetime,
-    query: TapQuery,
-    as_of: datetime,
-) -> list[Period]:
-    periods = []
-    for index, taps in enumerate(sums):
-        if not taps and not query.fill:
-            continue
-        bucket_start, bucket_end = bounds[index], bounds[index + 1]
-        partial = bucket_start < start or bucket_end > end or bucket_end > as_of
-        periods.append(Period(bucket_start.astimezone(query.zone), taps, partial))
-    return periods
+@dataclass(frozen=True)
+class _Buckets:
+    """Each bucket's label and ``partial`` flag, worked out once for every series."""
+
+    labels: list[datetime]
+    partial: list[bool]
+
+    @classmethod
+    def of(
+        cls,
+        bounds: Sequence[datetime],
+        start: datetime,
+        end: datetime,
+        zone: ZoneInfo,
+        as_of: datetime,
+    ) -> "_Buckets":
+        return cls(
+            [bucket_start.astimezone(zone) for bucket_start in bounds[:-1]],
+            [
+                bucket_start < start or bucket_end > end or bucket_end > as_of
+                for bucket_start, bucket_end in pairwise(bounds)
+            ],
+        )
+
+    def periods(self, sums: list[int], fill: bool) -> list[Period]:
+        return [
+            Period(label, taps, partial)
+            for label, taps, partial in zip(self.labels, sums, self.partial, strict=True)
+            if taps or fill
+        ]
 
 
 def count_taps(
@@ -268,50 +283,142 @@ def count_taps(
     inner = bounds[1:-1]
     by_tag = query.group_by_tag
     sources = _sources(start, end, inner, query)
+    size = len(bounds) - 1
     tags = series_tags if series_tags is not None else query.tags
-    ranked: dict[int, int] | None = None
-    if by_tag and series_tags is None:
-        # Rank every tag by its total first, then read buckets for the chosen few only:
-        # a team may have thousands of tags and the answer shows ``limit`` of them.
-        ranked = _tag_totals(team, sources, query.tags)
-        for tag in query.tags:
-            ranked.setdefault(tag, 0)
-        tags = tuple(sorted(ranked, key=lambda tag: (-ranked[tag], tag))[: query.limit])
-    team_sums = [0] * (len(bounds) - 1)
-    tag_sums: dict[int, list[int]] = {tag: [0] * len(team_sums) for tag in tags}
-    for source in sources if tags or not by_tag else []:
-        if source.table == "rollup" and not tags:
-            _add_day_level(team, source.low, source.high, bounds, team_sums)
-            continue
-        for row in _grouped_rows(team, source, tags, by_tag):
-            index = _bucket_index(bounds, row[0])
-            team_sums[index] += row[-1]
-            if by_tag:
-                tag_sums[row[1]][index] += row[-1]
+    series_sums: dict[int, list[int]] | None = None
+    if not by_tag and not tags:
+        team_sums = [0] * size
+        for source in sources:
+            if source.table == "rollup":
+                _add_day_level(team, source.low, source.high, bounds, team_sums)
+                continue
+            for period, taps in _grouped_rows(team, source, (), by_tag=False):
+                team_sums[_bucket_index(bounds, period)] += taps
+        total = sum(team_sums)
+    elif by_tag and series_tags is not None and not series_tags:
+        team_sums, total, series_sums = [0] * size, 0, {}
+    else:
+        cells = _tag_cells(team, sources, bounds, tags)
+        team_sums = _sum_by(cells.buckets, cells.taps, size).tolist()
+        total = sum(team_sums)
+        if by_tag:
+            if series_tags is None:
+                ranked = cells.totals()
+                for tag in query.tags:
+                    ranked.setdefault(tag, 0)
+                tags = sorted(ranked, key=lambda tag: (-ranked[tag], tag))[: query.limit]
+            series_sums = cells.sums_by_tag(tags, size)
     local_start, local_end = start.astimezone(query.zone), end.astimezone(query.zone)
-    total = sum(team_sums) if ranked is None else sum(ranked.values())
     counts = TapCounts(local_start, local_end, total)
     ending = bisect_right(bounds, as_of, lo=1)
     counts.valid_until = bounds[ending] if ending < len(bounds) else None
-    if not by_tag:
-        counts.periods = _periods(team_sums, bounds, start, end, query, as_of)
+    buckets = _Buckets.of(bounds, start, end, query.zone, as_of)
+    if series_sums is None:
+        counts.periods = buckets.periods(team_sums, query.fill)
         return counts
     counts.series = [
-        Series(tag, sum(sums), _periods(sums, bounds, start, end, query, as_of))
-        for tag, sums in tag_sums.items()
+        Series(tag, sum(sums), buckets.periods(sums, query.fill))
+        for tag, sums in series_sums.items()
     ]
     return counts
 
 
-def _tag_totals(team: Team, sources: Sequence[_Source], tags: Sequence[int]) -> dict[int, int]:
-    """Each tag's taps over the sources (only ``tags`` if any are given)."""
-    totals: dict[int, int] = {}
+# A float64 sum is exact below 2**53; bincount sums in float64, and is 10 times faster
+# than the exact integer np.add.at.
+_EXACT_IN_FLOAT = 2**53
+
+
+def _sum_by(keys: Any, taps: Any, size: int) -> Any:
+    """``taps`` summed by ``keys`` (integers below ``size``), exactly, as int64."""
+    if not taps.size:
+        return np.zeros(size, dtype=np.int64)
+    if int(taps.sum()) < _EXACT_IN_FLOAT:
+        return np.bincount(keys, weights=taps, minlength=size).astype(np.int64)
+    sums = np.zeros(size, dtype=np.int64)
+    np.add.at(sums, keys, taps)
+    return sums
+
+
+@dataclass(frozen=True)
+class _TagCells:
+    """Taps by tag and bucket index, as NumPy columns (a tag and bucket may repeat)."""
+
+    tags: Any
+    buckets: Any
+    taps: Any
+
+    def totals(self) -> dict[int, int]:
+        tags, positions = np.unique(self.tags, return_inverse=True)
+        return dict(
+            zip(tags.tolist(), _sum_by(positions, self.taps, len(tags)).tolist(), strict=True)
+        )
+
+    def sums_by_tag(self, tags: Sequence[int], size: int) -> dict[int, list[int]]:
+        """Per-bucket sums of each of ``tags``, in their order."""
+        if not tags:
+            return {}
+        order = np.argsort(np.asarray(tags, dtype=np.int64))
+        ordered = np.asarray(tags, dtype=np.int64)[order]
+        shown = np.isin(self.tags, ordered)
+        positions = order[np.searchsorted(ordered, self.tags[shown])]
+        sums = _sum_by(positions * size + self.buckets[shown], self.taps[shown], len(tags) * size)
+        return {
+            tag: row for tag, row in zip(tags, sums.reshape(len(tags), size).tolist(), strict=True)
+        }
+
+
+def _tag_cells(
+    team: Team, sources: Sequence[_Source], bounds: Sequence[datetime], tags: Sequence[int]
+) -> _TagCells:
+    """The team's taps over the sources (of ``tags`` if any) by tag and bucket."""
+    parts = []
     for source in sources:
-        rows, _, amount = _source_rows(team, source, tags)
-        summed = rows.values("tag_id").annotate(taps=Sum(amount)).order_by()
-        for tag, taps in summed.values_list("tag_id", "taps"):
-            totals[tag] = totals.get(tag, 0) + taps
-    return totals
+        if source.table == "rollup":
+            parts.append(_tag_day_cells(team, source.low, source.high, bounds, tags))
+            continue
+        rows = list(_grouped_rows(team, source, tags, by_tag=True))
+        parts.append(
+            _TagCells(
+                np.array([row[1] for row in rows], dtype=np.int64),
+                np.array([_bucket_index(bounds, row[0]) for row in rows], dtype=np.int64),
+                np.array([row[2] for row in rows], dtype=np.int64),
+            )
+        )
+    return _TagCells(
+        np.concatenate([part.tags for part in parts]),
+        np.concatenate([part.buckets for part in parts]),
+        np.concatenate([part.taps for part in parts]),
+    )
+
+
+def _tag_day_cells(
+    team: Team, low: datetime, high: datetime, bounds: Sequence[datetime], tags: Sequence[int]
+) -> _TagCells:
+    """The tag day level over ``[low, high)`` (on the quarter-hour grid): each (tag,
+    quarter hour) cell of the UTC days it meets, placed in its bucket."""
+    first, last = low.date(), (high - ROLLUP_STEP).date()
+    day_zero = datetime.combine(first, datetime.min.time(), tzinfo=UTC)
+    columns: list[tuple[Any, Any, Any]] = []
+    rows = TagDay.objects.filter(team=team, day__gte=first, day__lte=last)
+    for day, cells in rows.values_list("day", "cells"):
+        day_tags, day_taps, quarters = unpack_tag_cells(cells)
+        day_quarters = quarters.astype(np.int64) + (day - first).days * QUARTERS_PER_DAY
+        columns.append((day_tags, day_taps, day_quarters))
+    if not columns:
+        empty = np.zeros(0, dtype=np.int64)
+        return _TagCells(empty, empty, empty)
+    all_tags = np.concatenate([column[0] for column in columns])
+    all_taps = np.concatenate([column[1] for column in columns])
+    quarter = np.concatenate([column[2] for column in columns])
+    kept = (quarter >= (low - day_zero) // ROLLUP_STEP) & (
+        quarter < (high - day_zero) // ROLLUP_STEP
+    )
+    if tags:
+        kept &= np.isin(all_tags, np.asarray(tags, dtype=np.int64))
+    # A bucket holds the quarters from the first one at or after its start.
+    starts = np.array([-((day_zero - bound) // ROLLUP_STEP) for bound in bounds[:-1]])
+    buckets = np.clip(np.searchsorted(starts, quarter[kept], side="right") - 1, 0, len(starts) - 1)
+    return _TagCells(all_tags[kept], buckets, all_taps[kept])
 
 
 def compared_query(query: TapQuery, compare: Compare) -> TapQuery:

@@ -7,18 +7,20 @@ functions recompute them from the raw taps, which is what ``verify_rollup`` and
 """
 
 import struct
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from functools import reduce
 from itertools import accumulate, groupby
 from operator import or_
+from typing import Any
 
+import numpy as np
 from django.db import connection, transaction
 from django.db.models import Q
 from django.utils.dateparse import parse_datetime
 
-from analytics.models import TeamDay, TeamRollup
+from analytics.models import TagDay, TagRollup, TeamDay, TeamRollup
 
 QUARTERS_PER_DAY = 96
 _QUARTERS = struct.Struct(f">{QUARTERS_PER_DAY}q")
@@ -44,6 +46,26 @@ def taps_before_quarter(quarters: bytes | memoryview, quarter: int) -> int:
     return _TAPS.unpack_from(quarters, 8 * (quarter - 1))[0] if quarter else 0
 
 
+def pack_tag_cells(tags: Sequence[int], counts: Sequence[int], quarters: Sequence[int]) -> bytes:
+    """A day's (tag, quarter hour, taps) cells as ``TagDay.cells`` stores them: the tags,
+    then the taps (little-endian 64-bit integers), then the quarters (bytes)."""
+    return (
+        np.asarray(tags, dtype="<i8").tobytes()
+        + np.asarray(counts, dtype="<i8").tobytes()
+        + np.asarray(quarters, dtype="u1").tobytes()
+    )
+
+
+def unpack_tag_cells(cells: bytes | memoryview) -> tuple[Any, Any, Any]:
+    """The ``(tags, taps, quarters)`` arrays of a packed day."""
+    size = len(cells) // 17
+    return (
+        np.frombuffer(cells, dtype="<i8", count=size),
+        np.frombuffer(cells, dtype="<i8", count=size, offset=8 * size),
+        np.frombuffer(cells, dtype="u1", count=size, offset=16 * size),
+    )
+
+
 def day_start(day: date) -> datetime:
     return datetime.combine(day, time(), tzinfo=UTC)
 
@@ -53,19 +75,92 @@ def quarter_of(instant: datetime) -> int:
     return (instant.hour * 60 + instant.minute) // 15
 
 
-def day_levels(
+def _team_and_day(row: tuple[Any, ...]) -> tuple[int, date]:
+    return row[0], row[-2].astimezone(UTC).date()
+
+
+def team_day_levels(
     fine_rows: Iterable[tuple[int, datetime, int]],
 ) -> Iterator[tuple[int, date, int, bytes]]:
-    """``(team, day, taps, quarters)`` from 15-minute rows sorted by team and bucket."""
-
-    def team_and_day(row: tuple[int, datetime, int]) -> tuple[int, date]:
-        return row[0], row[1].astimezone(UTC).date()
-
-    for (team_id, day), rows in groupby(fine_rows, key=team_and_day):
+    """``(team, day, taps, quarters)`` from team rollup rows ``(team, bucket, taps)``
+    sorted by team and bucket."""
+    for (team_id, day), rows in groupby(fine_rows, key=_team_and_day):
         counts = [0] * QUARTERS_PER_DAY
         for _, bucket, taps in rows:
             counts[quarter_of(bucket.astimezone(UTC))] += taps
         yield team_id, day, sum(counts), pack_quarters(counts)
+
+
+def tag_day_levels(
+    fine_rows: Iterable[tuple[int, int, datetime, int]],
+) -> Iterator[tuple[int, date, int, bytes]]:
+    """``(team, day, taps, cells)`` from tag rollup rows ``(team, tag, bucket, taps)``
+    sorted by team, bucket and tag."""
+    for (team_id, day), rows in groupby(fine_rows, key=_team_and_day):
+        tags, counts, quarters = [], [], []
+        for _, tag, bucket, taps in rows:
+            tags.append(tag)
+            counts.append(taps)
+            quarters.append(quarter_of(bucket.astimezone(UTC)))
+        yield team_id, day, sum(counts), pack_tag_cells(tags, counts, quarters)
+
+
+@dataclass(frozen=True)
+class _DayLevel:
+    """A day level and the 15-minute rollup it is built from."""
+
+    name: str
+    model: Any
+    column: str
+    fine: Any
+    fine_fields: tuple[str, ...]
+    fine_order: tuple[str, ...]
+    build: Callable[[Iterable[Any]], Iterator[tuple[int, date, int, bytes]]]
+    empty: bytes
+
+    def fine_rows(self, wanted: Q | None = None, team_ids: Sequence[int] | None = None) -> Any:
+        rows = self.fine.objects.order_by(*self.fine_order)
+        if wanted is not None:
+            rows = rows.filter(wanted)
+        if team_ids is not None:
+            rows = rows.filter(team_id__in=team_ids)
+        return rows.values_list(*self.fine_fields).iterator()
+
+    def write(self, days: Iterable[tuple[int, date, int, bytes]]) -> int:
+        sql = f"""INSERT INTO {self.model._meta.db_table} (team_id, day, taps, {self.column})
+                  VALUES (%s, %s, %s, %s)
+                  ON CONFLICT (team_id, day) DO UPDATE
+                  SET taps = excluded.taps, {self.column} = excluded.{self.column}"""
+        adapt = connection.ops.adapt_datefield_value
+        rows = [(team_id, adapt(day), taps, packed) for team_id, day, taps, packed in days]
+        with connection.cursor() as cursor:
+            for chunk_start in range(0, len(rows), 1000):
+                cursor.executemany(sql, rows[chunk_start : chunk_start + 1000])
+        return len(rows)
+
+
+DAY_LEVELS = (
+    _DayLevel(
+        "day",
+        TeamDay,
+        "quarters",
+        TeamRollup,
+        ("team_id", "bucket", "taps"),
+        ("team_id", "bucket"),
+        team_day_levels,
+        _EMPTY_DAY,
+    ),
+    _DayLevel(
+        "tag day",
+        TagDay,
+        "cells",
+        TagRollup,
+        ("team_id", "tag_id", "bucket", "taps"),
+        ("team_id", "bucket", "tag_id"),
+        tag_day_levels,
+        b"",
+    ),
+)
 
 
 def _day_runs(pairs: Iterable[tuple[int, date]]) -> Iterator[tuple[int, date, date]]:
@@ -81,28 +176,15 @@ def _day_runs(pairs: Iterable[tuple[int, date]]) -> Iterator[tuple[int, date, da
         yield run[0][0], run[0][1], run[-1][1]
 
 
-def _write_days(days: Iterable[tuple[int, date, int, bytes]]) -> int:
-    sql = """INSERT INTO analytics_teamday (team_id, day, taps, quarters)
-             VALUES (%s, %s, %s, %s)
-             ON CONFLICT (team_id, day) DO UPDATE
-             SET taps = excluded.taps, quarters = excluded.quarters"""
-    adapt = connection.ops.adapt_datefield_value
-    rows = [(team_id, adapt(day), taps, quarters) for team_id, day, taps, quarters in days]
-    with connection.cursor() as cursor:
-        for chunk_start in range(0, len(rows), 1000):
-            cursor.executemany(sql, rows[chunk_start : chunk_start + 1000])
-    return len(rows)
+def refresh_day_levels(pairs: Iterable[tuple[int, date]]) -> None:
+    """Rebuild both day levels of the given (team, UTC day) pairs from the 15-minute rows.
 
-
-def refresh_team_days(pairs: Iterable[tuple[int, date]]) -> int:
-    """Rebuild the day level of the given (team, UTC day) pairs from the 15-minute rows.
-
-    The write path calls it after adding a batch to ``TeamRollup``, in the same
-    transaction; a day that has lost all its rows keeps a row of zeros.
+    The write path calls it after adding a batch to the rollups, in the same transaction;
+    a day that has lost all its rows keeps an empty row.
     """
     runs = list(_day_runs(pairs))
     if not runs:
-        return 0
+        return
     wanted = reduce(
         or_,
         (
@@ -114,21 +196,19 @@ def refresh_team_days(pairs: Iterable[tuple[int, date]]) -> int:
             for team_id, first, last in runs
         ),
     )
-    fine = TeamRollup.objects.filter(wanted).order_by("team_id", "bucket")
-    found = {
-        (team_id, day): (taps, quarters)
-        for team_id, day, taps, quarters in day_levels(
-            fine.values_list("team_id", "bucket", "taps").iterator()
-        )
-    }
-    days = []
-    for team_id, first, last in runs:
-        day = first
-        while day <= last:
-            taps, quarters = found.get((team_id, day), (0, _EMPTY_DAY))
-            days.append((team_id, day, taps, quarters))
-            day += timedelta(days=1)
-    return _write_days(days)
+    for level in DAY_LEVELS:
+        found = {
+            (team_id, day): (taps, packed)
+            for team_id, day, taps, packed in level.build(level.fine_rows(wanted))
+        }
+        days = []
+        for team_id, first, last in runs:
+            day = first
+            while day <= last:
+                taps, packed = found.get((team_id, day), (0, level.empty))
+                days.append((team_id, day, taps, packed))
+                day += timedelta(days=1)
+        level.write(days)
 
 
 def bucket_sql(column: str) -> str:
@@ -215,31 +295,30 @@ def find_rollup_differences(
 
 
 def _day_level_differences(team_ids: Sequence[int] | None) -> list[RollupDifference]:
-    """Days whose ``TeamDay`` row disagrees with the 15-minute rows (a day without taps may
-    keep a row of zeros)."""
-    fine = TeamRollup.objects.order_by("team_id", "bucket")
-    stored = TeamDay.objects.all()
-    if team_ids is not None:
-        fine = fine.filter(team_id__in=team_ids)
-        stored = stored.filter(team_id__in=team_ids)
-    expected = {
-        (team_id, day): (taps, quarters)
-        for team_id, day, taps, quarters in day_levels(
-            fine.values_list("team_id", "bucket", "taps").iterator()
-        )
-    }
+    """Days whose day-level row disagrees with the 15-minute rows (a day without taps may
+    keep an empty row)."""
     differences = []
-    for team_id, day, taps, quarters in stored.values_list("team_id", "day", "taps", "quarters"):
-        want_taps, want_quarters = expected.pop((team_id, day), (0, _EMPTY_DAY))
-        if (taps, bytes(quarters)) != (want_taps, want_quarters):
-            differences.append(
-                RollupDifference("day", team_id, None, day_start(day), want_taps, taps)
-            )
-    differences += [
-        RollupDifference("day", team_id, None, day_start(day), taps, 0)
-        for (team_id, day), (taps, _) in expected.items()
-    ]
-    return sorted(differences, key=lambda d: (d.team_id, d.bucket))
+    for level in DAY_LEVELS:
+        expected = {
+            (team_id, day): (taps, packed)
+            for team_id, day, taps, packed in level.build(level.fine_rows(team_ids=team_ids))
+        }
+        stored = level.model.objects.all()
+        if team_ids is not None:
+            stored = stored.filter(team_id__in=team_ids)
+        for team_id, day, taps, packed in stored.values_list(
+            "team_id", "day", "taps", level.column
+        ):
+            want_taps, want_packed = expected.pop((team_id, day), (0, level.empty))
+            if (taps, bytes(packed)) != (want_taps, want_packed):
+                differences.append(
+                    RollupDifference(level.name, team_id, None, day_start(day), want_taps, taps)
+                )
+        differences += [
+            RollupDifference(level.name, team_id, None, day_start(day), taps, 0)
+            for (team_id, day), (taps, _) in expected.items()
+        ]
+    return sorted(differences, key=lambda d: (d.team_id, d.bucket, d.table))
 
 
 def rebuild_rollups(team_ids: Sequence[int] | None = None) -> int:
@@ -269,9 +348,7 @@ def rebuild_rollups(team_ids: Sequence[int] | None = None) -> int:
                 GROUP BY 1, 2, 3""",
             params,
         )
-        cursor.execute(f"DELETE FROM analytics_teamday {where}", params)
-        fine = TeamRollup.objects.order_by("team_id", "bucket")
-        if team_ids is not None:
-            fine = fine.filter(team_id__in=team_ids)
-        _write_days(day_levels(fine.values_list("team_id", "bucket", "taps").iterator()))
+        for level in DAY_LEVELS:
+            cursor.execute(f"DELETE FROM {level.model._meta.db_table} {where}", params)
+            level.write(level.build(level.fine_rows(team_ids=team_ids)))
     return written

@@ -4,8 +4,14 @@ from datetime import UTC, date, datetime
 import pytest
 from django.core.management import CommandError, call_command
 
-from analytics.models import TagRollup, Tap, TeamDay, TeamRollup
-from analytics.rollup import find_rollup_differences, pack_quarters, unpack_quarters
+from analytics.models import TagDay, TagRollup, Tap, TeamDay, TeamRollup
+from analytics.rollup import (
+    find_rollup_differences,
+    pack_quarters,
+    pack_tag_cells,
+    unpack_quarters,
+    unpack_tag_cells,
+)
 from teams.models import Tag, Team
 from tests.conftest import add_taps
 
@@ -62,8 +68,8 @@ def test_verify_rollup_reports_a_drifted_bucket_and_rebuild_mends_it(
         verify("--team", str(team.id))
 
     assert failure.value.returncode == 1
-    # the drifted 15-minute row also disagrees with its day
-    assert "3 rollup buckets differ" in str(failure.value)
+    # each drifted 15-minute row also disagrees with its day level
+    assert "4 rollup buckets differ" in str(failure.value)
     call_command("rebuild_rollup", "--team", str(team.id), stdout=io.StringIO())
     total, _ = find_rollup_differences()
     assert total == 0
@@ -82,16 +88,33 @@ def test_the_day_level_holds_each_utc_day_by_quarter_hour(stored: Tag) -> None:
     assert days[date(2024, 3, 1)][1][:3] == (2 + 4 + 16, 8, 0)
 
 
+def test_the_tag_day_level_holds_each_tags_quarter_hours(stored: Tag, team: Team) -> None:
+    Tag.objects.create(uid=9, team=team)
+    add_taps((6, 9, 64, "2024-03-01T23:59:00Z"))
+    cells = TagDay.objects.get(day=date(2024, 3, 1)).cells
+    tags, taps, quarters = unpack_tag_cells(cells)
+
+    assert sorted(zip(tags.tolist(), quarters.tolist(), taps.tolist(), strict=True)) == [
+        (9, 95, 64),
+        (stored.uid, 0, 2 + 4 + 16),
+        (stored.uid, 1, 8),
+    ]
+
+
 def test_verify_rollup_reports_a_drifted_day_and_rebuild_mends_it(stored: Tag, team: Team) -> None:
     TeamDay.objects.filter(day=date(2024, 3, 1)).update(quarters=pack_quarters([30] + [0] * 95))
     TeamDay.objects.filter(day=date(2024, 2, 29)).delete()
+    TagDay.objects.filter(day=date(2024, 3, 1)).update(
+        cells=pack_tag_cells([stored.uid], [30], [0])
+    )
 
     total, differences = find_rollup_differences()
 
-    assert total == 2
+    assert total == 3
     assert {(d.table, d.bucket.date()) for d in differences} == {
         ("day", date(2024, 2, 29)),
         ("day", date(2024, 3, 1)),
+        ("tag day", date(2024, 3, 1)),
     }
     call_command("rebuild_rollup", "--team", str(team.id), stdout=io.StringIO())
     assert find_rollup_differences()[0] == 0
