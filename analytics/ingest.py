@@ -18,7 +18,7 @@ from django.db.backends.utils import CursorWrapper
 
 from analytics import live
 from analytics.live import LIVE_INLINE_LIMIT, StoredRange
-from analytics.rollup import bucket_sql, refresh_day_levels
+from analytics.rollup import bucket_sql, refresh_day_levels, refresh_day_levels_in_sql
 from teams.models import Tag
 
 STAGE_TABLE = "tap_stage"
@@ -132,7 +132,13 @@ def store_staged_taps(*, live_limit: int = LIVE_INLINE_LIMIT) -> StoreResult:
         else:
             ranges = _store_sqlite(cursor)
         accepted = sum(stored.accepted for stored in ranges)
-        if accepted:
+        if accepted and connection.vendor == "postgresql":
+            staged_days = (
+                "SELECT DISTINCT t.team_id, (s.created_at AT TIME ZONE 'UTC')::date AS day "
+                f"FROM {STAGE_TABLE} s {_OWNED}"
+            )
+            refresh_day_levels_in_sql(cursor, staged_days)
+        elif accepted:
             refresh_day_levels(_staged_days(cursor))
     if accepted:
         live.publish_on_commit([stored for stored in ranges if stored.accepted], live_limit)
@@ -140,17 +146,13 @@ def store_staged_taps(*, live_limit: int = LIVE_INLINE_LIMIT) -> StoreResult:
 
 
 def _staged_days(cursor: CursorWrapper) -> list[tuple[int, date]]:
-    """The (team, UTC day) pairs of the staged taps, for the day level (a superset of
-    what was stored: refreshing a day again is harmless)."""
-    if connection.vendor == "postgresql":
-        day = "(s.created_at AT TIME ZONE 'UTC')::date"
-    else:
-        day = "substr(s.created_at, 1, 10)"
-    cursor.execute(f"SELECT DISTINCT t.team_id, {day} FROM {STAGE_TABLE} s {_OWNED}", [])
-    return [
-        (team_id, day if isinstance(day, date) else date.fromisoformat(day))
-        for team_id, day in cursor.fetchall()
-    ]
+    """The (team, UTC day) pairs of the staged taps on SQLite, for the day levels (a
+    superset of what was stored: rebuilding a day again is harmless)."""
+    cursor.execute(
+        f"SELECT DISTINCT t.team_id, substr(s.created_at, 1, 10) FROM {STAGE_TABLE} s {_OWNED}",
+        [],
+    )
+    return [(team_id, date.fromisoformat(day)) for team_id, day in cursor.fetchall()]
 
 
 def _store_postgresql(cursor: CursorWrapper) -> list[StoredRange]:

@@ -48,10 +48,11 @@ def taps_before_quarter(quarters: bytes | memoryview, quarter: int) -> int:
 
 def pack_tag_cells(tags: Sequence[int], counts: Sequence[int], quarters: Sequence[int]) -> bytes:
     """A day's (tag, quarter hour, taps) cells as ``TagDay.cells`` stores them: the tags,
-    then the taps (little-endian 64-bit integers), then the quarters (bytes)."""
+    then the taps (big-endian 64-bit integers, as PostgreSQL's ``int8send`` writes them),
+    then the quarters (bytes)."""
     return (
-        np.asarray(tags, dtype="<i8").tobytes()
-        + np.asarray(counts, dtype="<i8").tobytes()
+        np.asarray(tags, dtype=">i8").tobytes()
+        + np.asarray(counts, dtype=">i8").tobytes()
         + np.asarray(quarters, dtype="u1").tobytes()
     )
 
@@ -60,8 +61,8 @@ def unpack_tag_cells(cells: bytes | memoryview) -> tuple[Any, Any, Any]:
     """The ``(tags, taps, quarters)`` arrays of a packed day."""
     size = len(cells) // 17
     return (
-        np.frombuffer(cells, dtype="<i8", count=size),
-        np.frombuffer(cells, dtype="<i8", count=size, offset=8 * size),
+        np.frombuffer(cells, dtype=">i8", count=size),
+        np.frombuffer(cells, dtype=">i8", count=size, offset=8 * size),
         np.frombuffer(cells, dtype="u1", count=size, offset=16 * size),
     )
 
@@ -174,6 +175,55 @@ def _day_runs(pairs: Iterable[tuple[int, date]]) -> Iterator[tuple[int, date, da
         run.append((team_id, day))
     if run:
         yield run[0][0], run[0][1], run[-1][1]
+
+
+# The day levels of the (team_id, day) pairs that ``touched`` selects, rebuilt in SQL
+# with the same bytes as ``team_day_levels`` and ``tag_day_levels``.
+_REFRESH_TEAM_DAYS_SQL = """
+    WITH touched AS ({touched}), spans AS (
+        SELECT team_id, day, day::timestamp AT TIME ZONE 'UTC' AS since FROM touched
+    ), fine AS (
+        SELECT d.team_id, d.day,
+               (extract(epoch FROM r.bucket - d.since) / 900)::int AS quarter, r.taps
+        FROM spans d JOIN analytics_teamrollup r ON r.team_id = d.team_id
+            AND r.bucket >= d.since AND r.bucket < d.since + interval '1 day'
+    ), running AS (
+        SELECT d.team_id, d.day, q.quarter,
+               (sum(coalesce(f.taps, 0)) OVER (
+                   PARTITION BY d.team_id, d.day ORDER BY q.quarter))::bigint AS total
+        FROM spans d CROSS JOIN generate_series(0, 95) AS q(quarter)
+        LEFT JOIN fine f ON f.team_id = d.team_id AND f.day = d.day AND f.quarter = q.quarter
+    )
+    INSERT INTO analytics_teamday AS l (team_id, day, taps, quarters)
+    SELECT team_id, day, max(total), string_agg(int8send(total), ''::bytea ORDER BY quarter)
+    FROM running GROUP BY team_id, day
+    ON CONFLICT (team_id, day) DO UPDATE SET taps = EXCLUDED.taps, quarters = EXCLUDED.quarters
+"""
+_REFRESH_TAG_DAYS_SQL = """
+    WITH touched AS ({touched}), spans AS (
+        SELECT team_id, day, day::timestamp AT TIME ZONE 'UTC' AS since FROM touched
+    ), fine AS (
+        SELECT d.team_id, d.day, r.tag_id, r.bucket, r.taps,
+               (extract(epoch FROM r.bucket - d.since) / 900)::int AS quarter
+        FROM spans d LEFT JOIN analytics_tagrollup r ON r.team_id = d.team_id
+            AND r.bucket >= d.since AND r.bucket < d.since + interval '1 day'
+    )
+    INSERT INTO analytics_tagday AS l (team_id, day, taps, cells)
+    SELECT team_id, day, coalesce(sum(taps), 0),
+           coalesce(string_agg(int8send(tag_id), ''::bytea ORDER BY bucket, tag_id)
+               || string_agg(int8send(taps), ''::bytea ORDER BY bucket, tag_id)
+               || string_agg(set_byte('\\x00'::bytea, 0, quarter), ''::bytea
+                             ORDER BY bucket, tag_id), ''::bytea)
+    FROM fine GROUP BY team_id, day
+    ON CONFLICT (team_id, day) DO UPDATE SET taps = EXCLUDED.taps, cells = EXCLUDED.cells
+"""
+
+
+def refresh_day_levels_in_sql(cursor: Any, touched: str, params: Sequence[Any] = ()) -> None:
+    """Rebuild both day levels, on PostgreSQL, of the (team_id, day) pairs the SELECT
+    ``touched`` gives, without moving their rows through Python."""
+    cursor.execute(_REFRESH_TEAM_DAYS_SQL.format(touched=touched), params)
+    cursor.execute(_REFRESH_TAG_DAYS_SQL.format(touched=touched), params)
 
 
 def refresh_day_levels(pairs: Iterable[tuple[int, date]]) -> None:
