@@ -332,7 +332,7 @@ def _sum_by(keys: Any, taps: Any, size: int) -> Any:
     """``taps`` summed by ``keys`` (integers below ``size``), exactly, as int64."""
     if not taps.size:
         return np.zeros(size, dtype=np.int64)
-    if int(taps.sum()) < _EXACT_IN_FLOAT:
+    if int(taps.max()) * taps.size < _EXACT_IN_FLOAT:
         return np.bincount(keys, weights=taps, minlength=size).astype(np.int64)
     sums = np.zeros(size, dtype=np.int64)
     np.add.at(sums, keys, taps)

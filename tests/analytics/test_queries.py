@@ -6,6 +6,7 @@ from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
+import numpy as np
 import pytest
 from django.db import transaction
 from hypothesis import HealthCheck, example, given, settings
@@ -13,7 +14,7 @@ from hypothesis import strategies as st
 
 from analytics.ingest import TapRow, store_taps
 from analytics.periods import WEEKDAYS, Interval, TooManyBuckets
-from analytics.queries import Endpoint, TapQuery, compared_query, count_taps
+from analytics.queries import Endpoint, TapQuery, _sum_by, compared_query, count_taps
 from teams.models import Tag, Team
 
 ZONES = (
@@ -442,3 +443,11 @@ def test_compare_year_keeps_the_local_calendar_and_clamps_a_leap_day() -> None:
     )
     earlier = compared_query(query, "year")
     assert (earlier.start.day, earlier.end.day) == (date(2023, 2, 28), date(2023, 2, 28))
+
+
+def test_sums_by_key_stay_exact_beyond_float_precision() -> None:
+    keys = np.array([0, 0, 1], dtype=np.int64)
+
+    assert _sum_by(keys, np.array([2**53, 1, 5], dtype=np.int64), 2).tolist() == [2**53 + 1, 5]
+    assert _sum_by(keys, np.array([3, 4, 5], dtype=np.int64), 3).tolist() == [7, 5, 0]
+    assert _sum_by(keys[:0], keys[:0], 2).tolist() == [0, 0]
