@@ -12,7 +12,8 @@ hours. Results are identical on PostgreSQL and SQLite.
 from bisect import bisect_right
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import UTC, date, datetime, timedelta, tzinfo
+from datetime import UTC, date, datetime, timedelta, timezone, tzinfo
+from functools import cache
 from itertools import accumulate, pairwise
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
@@ -21,7 +22,7 @@ import numpy as np
 from django.conf import settings
 from django.db.models import F, Sum
 from django.db.models.functions import Trunc
-from django.utils import timezone
+from django.utils import timezone as django_timezone
 
 from analytics.models import ROLLUP_STEP, TagDay, TagRollup, Tap, TeamDay
 from analytics.periods import (
@@ -225,6 +226,20 @@ def _bucket_index(bounds: Sequence[datetime], instant: datetime) -> int:
     return min(max(bisect_right(bounds, instant) - 1, 0), len(bounds) - 2)
 
 
+@cache
+def _fixed_zone(offset: timedelta) -> timezone:
+    return timezone(offset)
+
+
+def _local(instant: datetime, zone: ZoneInfo) -> datetime:
+    """``instant`` in ``zone``, carrying its offset as a fixed zone: the same instant and
+    ISO 8601 text, but ``isoformat`` need not look the offset up in the zone again."""
+    local = instant.astimezone(zone)
+    offset = local.utcoffset()
+    assert offset is not None
+    return local.replace(tzinfo=_fixed_zone(offset))
+
+
 @dataclass(frozen=True)
 class _Buckets:
     """Each bucket's label and ``partial`` flag, worked out once for every series."""
@@ -242,7 +257,7 @@ class _Buckets:
         as_of: datetime,
     ) -> "_Buckets":
         return cls(
-            [bucket_start.astimezone(zone) for bucket_start in bounds[:-1]],
+            [_local(bucket_start, zone) for bucket_start in bounds[:-1]],
             [
                 bucket_start < start or bucket_end > end or bucket_end > as_of
                 for bucket_start, bucket_end in pairwise(bounds)
@@ -270,7 +285,7 @@ def count_taps(
     ``series_tags`` fixes the series of a grouped query (a comparison uses the series of
     the answer it is compared with). Raises ``periods.TooManyBuckets``.
     """
-    as_of = as_of or timezone.now()
+    as_of = as_of or django_timezone.now()
     start, end = query.range()
     bounds = boundaries(
         start,
