@@ -328,11 +328,13 @@ def _size_section(size: dict[str, Any]) -> str:
         "### Live: websocket fan-out of taps posted one at a time (ms)",
         "From the response: receipt minus the ingest response's arrival (negative when the "
         "socket had the tap first: it is published at commit). From the request: receipt "
-        "minus the request's sending.",
+        "minus the request's sending. Client CPU: the client's CPU time over its wall time "
+        "while posting (near 100%: its own queueing delays receipts).",
         table(
             [
                 "sockets",
                 "per worker",
+                "closed by the server",
                 "taps",
                 "pairs received",
                 "from response p50",
@@ -342,12 +344,14 @@ def _size_section(size: dict[str, Any]) -> str:
                 "p99",
                 "gaps",
                 "non-2xx",
+                "client CPU",
             ],
             [
                 (
                     live["sockets"],
                     live["per_worker_text"],
-                    live["taps_stored"],
+                    live["sockets_closed_by_server"],
+                    f"{live['taps_stored']} of {live['taps_wanted']}",
                     f"{live['pairs_received']:,} of {live['pairs_expected']:,}",
                     ms(live["from_response_ms"].get("p50")),
                     ms(live["from_response_ms"].get("p99")),
@@ -356,6 +360,7 @@ def _size_section(size: dict[str, Any]) -> str:
                     ms(live["from_request_ms"].get("p99")),
                     live["gaps"],
                     live["non2xx"],
+                    f"{live['client_cpu_share']:.0%}",
                 )
             ],
         ),

@@ -100,6 +100,7 @@ class Profile:
     ingest_batch: int
     live_sockets: int
     live_taps: int
+    live_seconds: int  # stop posting taps after this
 
 
 FULL = Profile(
@@ -115,6 +116,7 @@ FULL = Profile(
     ingest_batch=1000,
     live_sockets=500,
     live_taps=200,
+    live_seconds=120,
 )
 QUICK = replace(
     FULL,
@@ -127,4 +129,5 @@ QUICK = replace(
     ingest_seconds=2,
     live_sockets=50,
     live_taps=20,
+    live_seconds=30,
 )

@@ -112,6 +112,7 @@ def size_figures(*, scale: float = 1.0) -> dict[str, Any]:
         "ingest": {**http(400, 700, 800, requests=20), "batch": 1000,
                    "taps_per_second": 9_000.0},
         "live": {"sockets": 500, "per_worker_text": "260 + 240", "taps_stored": 200,
+                 "taps_wanted": 200, "sockets_closed_by_server": 0, "client_cpu_share": 0.25,
                  "pairs_received": 100_000, "pairs_expected": 100_000,
                  "negative_from_response": 12, "gaps": 0, "non2xx": 0,
                  "from_response_ms": {"n": 100_000, "p50": 3.0, "p99": 40.0},
@@ -145,10 +146,24 @@ def test_the_report_tabulates_the_run() -> None:
     assert "| 100,000 | 2.0 s | 50,000 | 94 MB | 0.5 s |" in text
     assert "| a year by day, UTC | 300 | 5.00 | 7.00 | 9.00 | 50 | 100.0 | 150.0 | ×20 |" in text
     assert "| a year by day, UTC, 2023 | 300 | 1.50 | 1.80 | 2.50 |" in text
-    assert "| 500 | 260 + 240 | 200 | 100,000 of 100,000 | 3.00 | 40.0 | 12 | 30.0 | 90.0 |" in text
+    assert (
+        "| 500 | 260 + 240 | 0 | 200 of 200 | 100,000 of 100,000 | 3.00 | 40.0 | 12 | 30.0 | 90.0 "
+        "| 0 | 0 | 25% |" in text
+    )
     assert "| after them, to the end | – | 0 | 2 |" in text
     assert "Smoke run" not in text
     assert "## Growth" not in text
+
+
+def test_every_table_row_has_as_many_cells_as_its_header() -> None:
+    text = render({"meta": META, "sizes": [size_figures(), size_figures(scale=3.0)]})
+    widths: list[int] = []
+    for line in text.splitlines():
+        if not line.startswith("|"):
+            widths.clear()
+            continue
+        widths.append(line.count("|"))
+        assert widths[-1] == widths[0], line
 
 
 def test_a_quick_run_says_it_is_a_smoke_run() -> None:
