@@ -224,6 +224,7 @@ def run(options: Options, argv: list[str]) -> None:
         ),
         "data": f"generate_taps --taps N --tags {data.TAGS} --teams {data.TEAMS}",
         "profile": profile.__dict__,
+        "load_average": {"start": machine.load_average()},
     }
     RESULTS.mkdir(exist_ok=True)
     sizes = []
@@ -235,6 +236,7 @@ def run(options: Options, argv: list[str]) -> None:
         path.write_text(json.dumps({"meta": meta, **figures}, indent=1) + "\n")
         say(f"{size.label}: done in {figures['seconds']:.0f} s; figures in {path}")
     meta["seconds"] = time.monotonic() - started
+    meta["load_average"]["end"] = machine.load_average()
     options.out.parent.mkdir(parents=True, exist_ok=True)
     options.out.write_text(render({"meta": meta, "sizes": sizes}))
     say(f"report in {options.out} ({meta['seconds']:.0f} s)")

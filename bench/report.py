@@ -180,6 +180,7 @@ def _latency_cells(figures: dict[str, Any]) -> list[str]:
 def _run_section(meta: dict[str, Any]) -> str:
     git = meta["git"]
     machine = meta["machine"]
+    load = meta["load_average"]
     rows = [
         ("command", f"`{meta['command']}`"),
         ("date", meta["date"]),
@@ -190,6 +191,10 @@ def _run_section(meta: dict[str, Any]) -> str:
         ("server", meta["server"]),
         ("data", meta["data"]),
         ("harness time", f"{meta['seconds']:.0f} s"),
+        (
+            "load average (1, 5, 15 min)",
+            f"{load['start']} at the start, {load['end']} at the end",
+        ),
     ]
     versions = meta["versions"]
     return "\n\n".join(

@@ -116,7 +116,7 @@ FULL = Profile(
     ingest_batch=1000,
     live_sockets=500,
     live_taps=200,
-    live_seconds=120,
+    live_seconds=180,
 )
 QUICK = replace(
     FULL,

@@ -134,6 +134,7 @@ META = {
     "server": "scripts/serve",
     "data": "generate_taps --taps N --tags 20000 --teams 50",
     "seconds": 321.0,
+    "load_average": {"start": "0.50 0.40 0.30", "end": "2.00 1.00 0.50"},
 }
 
 
@@ -142,6 +143,7 @@ def test_the_report_tabulates_the_run() -> None:
     assert "| command | `python -m bench run --sizes 100k` |" in text
     assert "| commit | 0123456789ab (bench-harness, dirty tree) |" in text
     assert "| 2 | 24.0 GiB | AMD EPYC | 6.1 |" in text
+    assert "| 0.50 0.40 0.30 at the start, 2.00 1.00 0.50 at the end |" in text
     assert "| 3.11.7 | 5.2.19 | wrk 4.1.0 |" in text
     assert "| 100,000 | 2.0 s | 50,000 | 94 MB | 0.5 s |" in text
     assert "| a year by day, UTC | 300 | 5.00 | 7.00 | 9.00 | 50 | 100.0 | 150.0 | ×20 |" in text
