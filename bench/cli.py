@@ -95,6 +95,8 @@ def parse_options(argv: list[str]) -> Options:
         help="keep each size's database after its run (default: drop it)",
     )
     options = parser.parse_args(argv)
+    if not postgres.PLAIN_NAME.fullmatch(f"{options.db_prefix}1m"):
+        parser.error(f"--db-prefix {options.db_prefix!r}: use a-z, 0-9 and _ only")
     return Options(
         sizes=options.sizes,
         out=options.out,

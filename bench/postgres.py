@@ -8,7 +8,7 @@ from psycopg import sql
 
 from bench.errors import BenchError
 
-_NAME = re.compile(r"[a-z_][a-z0-9_]*")
+PLAIN_NAME = re.compile(r"[a-z_][a-z0-9_]*")
 
 
 def database_url(server_url: str, name: str) -> str:
@@ -35,7 +35,7 @@ def server_version(server_url: str) -> str:
 
 def recreate_database(server_url: str, name: str) -> str:
     """Drop ``name`` if it exists, create it empty, and return its URL."""
-    if not _NAME.fullmatch(name):
+    if not PLAIN_NAME.fullmatch(name):
         raise BenchError(f"{name!r} is not a plain database name (a-z, 0-9, _)")
     with _connect(database_url(server_url, "postgres")) as connection:
         identifier = sql.Identifier(name)

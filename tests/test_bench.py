@@ -11,6 +11,7 @@ from django.test import Client
 
 from analytics.filters import read_tap_query
 from bench.baseline import trunc_sum
+from bench.cli import parse_options
 from bench.figures import parse_sizes, percentile, ratio, summarize
 from bench.measure import log_lines
 from bench.report import growth_rows, render, targets
@@ -31,6 +32,12 @@ def test_sizes_keep_their_order_and_labels() -> None:
 def test_bad_sizes_are_refused(text: str) -> None:
     with pytest.raises(ValueError):
         parse_sizes(text)
+
+
+def test_the_command_line_refuses_a_database_prefix_postgres_would_need_quoted() -> None:
+    assert parse_options(["run", "--db-prefix", "bench_h_"]).db_prefix == "bench_h_"
+    with pytest.raises(SystemExit):
+        parse_options(["run", "--db-prefix", "Bench-"])
 
 
 def test_percentiles_are_nearest_rank_samples() -> None:
