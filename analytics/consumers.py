@@ -1,7 +1,8 @@
 """``/ws/v1/taps``: live taps for dashboards (SPEC 8).
 
-The consumer authenticates the first message, joins the team's group and forwards what
-the write path publishes (``analytics.live``). It tracks ``last``, the seq it has sent
+The consumer authenticates the first message, subscribes to the team's taps through the
+worker's fan-out (``analytics.fanout``) and forwards what the write path publishes
+(``analytics.live``). It tracks ``last``, the seq it has sent
 everything up to: a message whose range starts past ``last`` means one was lost or
 overtaken, and the consumer reads the missing taps back from the database instead of
 skipping them.
@@ -15,8 +16,9 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
-from analytics.live import Backlog, TapMessage, read_backlog, taps_after, team_group
-from teams.keys import KeyRejected, key_is_usable, resolve_key
+from analytics.fanout import Subscriber, fanout
+from analytics.live import Backlog, TapMessage, read_backlog, taps_after
+from teams.keys import KeyRejected, resolve_key
 from teams.models import Scope
 
 # SPEC 8 has one close code for every key the socket cannot use (4001); a key of the
@@ -46,8 +48,10 @@ def parse_auth(text: str | None) -> tuple[str, int | None]:
 
 
 class TapsConsumer(AsyncWebsocketConsumer):
+    # No channel of its own: messages come from the worker's fan-out.
+    channel_layer_alias = "none"
     team_id: int | None = None
-    key_id: str | None = None
+    subscriber: Subscriber | None = None
     last: int = 0
     watchers: list[asyncio.Task[None]]
 
@@ -70,10 +74,11 @@ class TapsConsumer(AsyncWebsocketConsumer):
             await self.close(code=CLOSE_UNAUTHENTICATED, reason=WRONG_SCOPE_REASON)
             return
         team = api_key.team
-        # Join before reading the backlog: a tap committed meanwhile is then either in the
-        # backlog or in a message that waits in this channel, never in neither.
-        await self.channel_layer.group_add(team_group(team.pk), self.channel_name)
-        self.team_id, self.key_id = team.pk, api_key.pk
+        # Subscribe before reading the backlog: a tap committed meanwhile is then either in
+        # the backlog or in a message that waits in the inbox, never in neither.
+        self.subscriber = Subscriber(team.pk, api_key.pk, on_key_unusable=self.close_for_key)
+        await fanout().subscribe(self.subscriber)
+        self.team_id = team.pk
         backlog: Backlog = await database_sync_to_async(read_backlog)(team.pk, after)
         self.last = backlog.last
         # ``seq`` beyond SPEC 8's shape: where this socket starts, so a client that saw no
@@ -85,13 +90,18 @@ class TapsConsumer(AsyncWebsocketConsumer):
         await self.send_taps(backlog.taps)
         if backlog.gap:
             await self.send_json({"type": "gap"})
-        self.watchers.append(asyncio.create_task(self.close_when_key_unusable()))
+        self.watchers.append(asyncio.create_task(self.forward(self.subscriber)))
 
     async def disconnect(self, code: int) -> None:
         for watcher in self.watchers:
             watcher.cancel()
-        if self.team_id is not None:
-            await self.channel_layer.group_discard(team_group(self.team_id), self.channel_name)
+        if self.subscriber is not None:
+            await fanout().unsubscribe(self.subscriber)
+
+    async def forward(self, subscriber: Subscriber) -> None:
+        """Handle the inbox's messages one at a time, in order."""
+        while True:
+            await self.taps_stored(await subscriber.inbox.get())
 
     async def taps_stored(self, event: dict[str, Any]) -> None:
         """A transaction of the team stored taps ``after`` < seq <= ``last``."""
@@ -126,11 +136,5 @@ class TapsConsumer(AsyncWebsocketConsumer):
         if self.team_id is None:
             await self.close(code=CLOSE_UNAUTHENTICATED)
 
-    async def close_when_key_unusable(self) -> None:
-        """Recheck the key while the socket is open: SPEC 8 wants a revoked or expired
-        key's socket closed within 5 seconds, in whichever worker holds it."""
-        while True:
-            await asyncio.sleep(settings.TAPS_WS_KEY_CHECK_SECONDS)
-            if not await database_sync_to_async(key_is_usable)(self.key_id or ""):
-                await self.close(code=CLOSE_UNAUTHENTICATED)
-                return
+    async def close_for_key(self) -> None:
+        await self.close(code=CLOSE_UNAUTHENTICATED)

@@ -113,6 +113,7 @@ def publish(ranges: Sequence[StoredRange], inline_limit: int) -> None:
     for stored in ranges:
         message: dict[str, Any] = {
             "type": "taps.stored",
+            "team": stored.team_id,
             "after": stored.after,
             "last": stored.last,
             "taps": None,

@@ -5,6 +5,7 @@ Lookups read the database on every request, so a revocation or an expiry takes e
 the very next request in every worker.
 """
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime
 from typing import cast
@@ -82,12 +83,13 @@ def resolve_key(plaintext: str, *, now: datetime | None = None) -> TeamAPIKey:
     return api_key
 
 
-def key_is_usable(key_id: str, *, now: datetime | None = None) -> bool:
-    """Whether the key with this id is still neither revoked nor expired (for sockets
-    that authenticated once and must drop a key revoked while they are open)."""
+def usable_key_ids(key_ids: Collection[str], *, now: datetime | None = None) -> set[str]:
+    """Which of these keys are still neither revoked nor expired (for sockets that
+    authenticated once and must drop a key revoked while they are open)."""
     moment = now or timezone.now()
-    return (
-        TeamAPIKey.objects.filter(pk=key_id, revoked=False)
+    usable = (
+        TeamAPIKey.objects.filter(pk__in=list(key_ids), revoked=False)
         .exclude(expiry_date__lte=moment)
-        .exists()
+        .values_list("pk", flat=True)
     )
+    return set(usable)

@@ -18,7 +18,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from analytics.ingest import TapRow, stage_taps, store_staged_taps, store_taps
-from analytics.live import LIVE_INLINE_LIMIT
+from analytics.live import LIVE_INLINE_LIMIT, team_group
 from analytics.models import Tap
 from taps_project.asgi import application
 from teams.keys import IssuedKey, create_key, revoke_key
@@ -289,3 +289,47 @@ def test_taps_loaded_from_a_file_reach_the_socket(
         return [(tap["id"], tap["count"]) for tap in got]
 
     assert run(scenario) == [(1, 2), (2, 1)]
+
+
+async def group_members(team: Team) -> int:
+    """How many channels the channel layer delivers the team's taps to."""
+    layer = channel_layers[DEFAULT_CHANNEL_LAYER]
+    group = team_group(team.pk)
+    if isinstance(layer, RedisChannelLayer):
+        connection = layer.connection(layer.consistent_hash(group))
+        return int(await connection.zcard(layer._group_key(group)))
+    return len(layer.groups.get(group, {}))
+
+
+def test_a_worker_joins_a_teams_group_once_for_all_its_sockets(
+    read_key: IssuedKey, tag: Tag, team: Team
+) -> None:
+    async def scenario() -> None:
+        sockets = [(await authed(read_key))[0] for _ in range(3)]
+        assert await group_members(team) == 1
+        await store(rows(1, uid=tag.uid))
+        for socket in sockets:
+            assert (await socket.receive_json_from(timeout=5))["id"] == 1
+        await sockets[0].disconnect()
+        await store(rows(2, uid=tag.uid))
+        for socket in sockets[1:]:
+            assert (await socket.receive_json_from(timeout=5))["id"] == 2
+            await socket.disconnect()
+        assert await group_members(team) == 0
+
+    run(scenario)
+
+
+def test_a_socket_that_leaves_stops_getting_taps_and_others_keep_them(
+    read_key: IssuedKey, tag: Tag
+) -> None:
+    async def scenario() -> None:
+        leaving, _ = await authed(read_key)
+        staying, _ = await authed(read_key)
+        await leaving.disconnect()
+        await store(rows(1, uid=tag.uid))
+        assert (await staying.receive_json_from(timeout=5))["id"] == 1
+        assert await staying.receive_nothing(timeout=0.2)
+        await staying.disconnect()
+
+    run(scenario)
