@@ -2,11 +2,11 @@
 
 import os
 
-from django.core.asgi import get_asgi_application
-
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "taps_project.settings")
 
 # Django must be set up before anything imports models.
+from taps_project.handlers import get_asgi_application  # noqa: E402
+
 django_http = get_asgi_application()
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402

@@ -1,0 +1,132 @@
+"""The ASGI handler runs the middleware chain and the view in one hop (taps_project.handlers)."""
+
+import asyncio
+import json
+import re
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from asgiref.sync import SyncToAsync
+from django.conf import settings
+from django.core.handlers.asgi import ASGIHandler
+from django.http import HttpRequest, HttpResponseBase
+from django.test import override_settings
+
+from taps_project.asgi import django_http
+from taps_project.handlers import SyncChainASGIHandler
+
+SEEN: dict[str, int] = {}
+
+
+class RecordThread:
+    """A sync-only middleware, innermost, noting the thread each half runs in."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponseBase]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponseBase:
+        SEEN["request"] = threading.get_ident()
+        response = self.get_response(request)
+        SEEN["response"] = threading.get_ident()
+        return response
+
+
+def get(app: Any, path: str, headers: list[tuple[bytes, bytes]] | None = None) -> dict[str, Any]:
+    """Drive the ASGI app once; the status, headers and body it sent."""
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"host", b"localhost"), *(headers or [])],
+        "client": ("127.0.0.1", 5000),
+        "server": ("127.0.0.1", 8000),
+    }
+    sent: list[dict[str, Any]] = []
+
+    async def run() -> int:
+        received = False
+
+        async def receive() -> dict[str, Any]:
+            nonlocal received
+            if not received:
+                received = True
+                return {"type": "http.request", "body": b"", "more_body": False}
+            await asyncio.Event().wait()  # no disconnect while the request is served
+            raise AssertionError("unreachable")
+
+        async def send(message: dict[str, Any]) -> None:
+            sent.append(message)
+
+        await app(scope, receive, send)
+        return threading.get_ident()
+
+    loop_thread = asyncio.run(run())
+    start = sent[0]
+    body = b"".join(message.get("body", b"") for message in sent[1:])
+    return {
+        "status": start["status"],
+        "headers": start["headers"],
+        "body": body,
+        "loop_thread": loop_thread,
+    }
+
+
+def test_the_project_serves_http_with_the_one_hop_handler() -> None:
+    assert isinstance(django_http, SyncChainASGIHandler)
+    assert not asyncio.iscoroutinefunction(django_http._middleware_chain)  # type: ignore[attr-defined]
+
+
+def masked(sent: object) -> str:
+    """Without the CSRF tokens (random, new in each answer; 32 or 64 letters and digits)."""
+    return re.sub(r"\b[A-Za-z0-9]{32}(?:[A-Za-z0-9]{32})?\b", "*", repr(sent))
+
+
+@pytest.mark.parametrize("path", ["/v1/team", "/v1/nope", "/v1/docs", "/dashboard/"])
+def test_an_asgi_request_is_answered_as_by_djangos_own_handler(path: str) -> None:
+    ours = get(django_http, path)
+    djangos = get(ASGIHandler(), path)
+
+    assert ours["status"] == djangos["status"]
+    assert masked(ours["headers"]) == masked(djangos["headers"])
+    assert masked(ours["body"]) == masked(djangos["body"])
+
+
+def test_the_middleware_still_run() -> None:
+    answer = get(django_http, "/v1/team")
+
+    assert answer["status"] == 401
+    assert json.loads(answer["body"])["detail"].startswith("Send your team's API key")
+    headers = {name.lower(): value for name, value in answer["headers"]}
+    assert headers[b"x-content-type-options"] == b"nosniff"  # SecurityMiddleware
+    assert headers[b"x-frame-options"] == b"DENY"  # XFrameOptionsMiddleware
+
+
+def test_the_chain_runs_in_one_thread_off_the_loop_with_few_handoffs(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    hops = []
+    original = SyncToAsync.__call__
+
+    async def counting(self: SyncToAsync, *args: Any, **kwargs: Any) -> Any:
+        hops.append(getattr(self.func, "__qualname__", repr(self.func)))
+        return await original(self, *args, **kwargs)
+
+    monkeypatch.setattr(SyncToAsync, "__call__", counting)
+    SEEN.clear()
+    with override_settings(MIDDLEWARE=[*settings.MIDDLEWARE, f"{__name__}.RecordThread"]):
+        handler = SyncChainASGIHandler()
+        answer = get(handler, "/v1/nope")
+
+    assert answer["status"] == 404
+    assert SEEN["request"] == SEEN["response"] != answer["loop_thread"]
+    # request_started's receivers, the chain with the view, and response.close (Django's
+    # own handler made about fifteen for this chain: two per middleware, and the view).
+    assert len(hops) <= 4, hops
