@@ -18,13 +18,14 @@ from django.db.backends.utils import CursorWrapper
 from django.utils import timezone
 
 from analytics.ingest import (
+    STAGE_COLUMNS,
     STAGE_TABLE,
     StoreResult,
     TapRow,
     copy_rows,
+    create_stage,
     db_instant,
     instant_type,
-    stage_taps,
     store_staged_taps,
 )
 from analytics.live import LOADER_INLINE_LIMIT
@@ -319,8 +320,16 @@ def store_tap_batch(rows: list[TapRow], report: LoadReport) -> list[Problem]:
 
     Needs ``start_tap_load`` first and a transaction around it.
     """
-    stage_taps(rows)
     with connection.cursor() as cursor:
+        # Staged under their file lines, which the checks below report.
+        create_stage(cursor)
+        cursor.execute(f"DELETE FROM {STAGE_TABLE}")
+        copy_rows(
+            cursor,
+            STAGE_TABLE,
+            STAGE_COLUMNS,
+            ((r.line, r.tap_id, r.tag_uid, r.count, db_instant(r.at)) for r in rows),
+        )
         cursor.execute(
             f"""SELECT s.line, s.tag_uid, t.team_id, t.owner_since
                 FROM {STAGE_TABLE} s LEFT JOIN teams_tag t ON t.uid = s.tag_uid
