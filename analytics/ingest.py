@@ -127,7 +127,7 @@ def instant_type() -> str:
 
 # A staged tap is stored under the team owning its tag now, and only if that team owned the
 # tag at the tap's instant (SPEC 1: no team sees taps from before it owned the tag).
-_OWNED = (
+OWNED_JOIN = (
     "JOIN teams_tag t ON t.uid = s.tag_uid "
     "AND (t.owner_since IS NULL OR s.created_at >= t.owner_since)"
 )
@@ -180,7 +180,7 @@ def _store_postgresql(cursor: CursorWrapper) -> list[TeamStore]:
         f"""
         WITH staged AS (
             SELECT t.team_id, s.line, s.tap_id, s.tag_uid, s.count, s.created_at
-            FROM {STAGE_TABLE} s {_OWNED}
+            FROM {STAGE_TABLE} s {OWNED_JOIN}
         ), sizes AS (
             SELECT team_id, min(line) AS first_line, max(line) - min(line) + 1 AS span,
                    count(*) AS size
@@ -230,7 +230,7 @@ def _store_sqlite(cursor: CursorWrapper) -> list[TeamStore]:
     cursor.execute(
         f"""SELECT t.team_id, coalesce(c.last_seq, 0), min(s.line),
                 max(s.line) - min(s.line) + 1, count(*)
-            FROM {STAGE_TABLE} s {_OWNED}
+            FROM {STAGE_TABLE} s {OWNED_JOIN}
             LEFT JOIN analytics_tapsequence c ON c.team_id = t.team_id
             GROUP BY t.team_id, c.last_seq ORDER BY t.team_id""",
         [],
@@ -249,7 +249,7 @@ def _store_sqlite(cursor: CursorWrapper) -> list[TeamStore]:
                     coalesce(c.last_seq, 0) + 1 + s.line
                         - min(s.line) OVER (PARTITION BY t.team_id) AS seq,
                     row_number() OVER (PARTITION BY t.team_id, s.tap_id ORDER BY s.line) AS nth
-                FROM {STAGE_TABLE} s {_OWNED}
+                FROM {STAGE_TABLE} s {OWNED_JOIN}
                 LEFT JOIN analytics_tapsequence c ON c.team_id = t.team_id
             ) AS ranked
             WHERE nth = 1 AND NOT EXISTS (
