@@ -1,15 +1,15 @@
 """The one write path for taps: every tap enters the system through ``store_staged_taps``.
 
-Callers put rows in the connection's staging table (``stage_taps``: COPY on PostgreSQL),
-remove what they refuse, and call ``store_staged_taps`` inside a transaction. It inserts
-the raw taps under their tag's current team, skips ids the team already has, adds exactly
-the inserted taps to both rollups and rebuilds the day level of the days they fall on, all
-in that transaction, so the rollups never disagree with the raw taps and a duplicate never
-counts twice (SPEC 4, 11).
+Callers put rows in the connection's staging table (``stage_taps``: COPY on PostgreSQL)
+and call ``store_staged_taps`` in the same transaction. It inserts the raw taps under their
+tag's current team, skips ids the team already has, adds exactly the inserted taps to both
+rollups and rebuilds the day levels of the days they fall on, all in that transaction, so
+the rollups never disagree with the raw taps and a duplicate never counts twice (SPEC 4,
+11).
 """
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
 
@@ -40,6 +40,8 @@ class TapRow:
 class StoreResult:
     accepted: int = 0
     duplicates: int = 0
+    # What one call stored, per team; ``add`` keeps only the counts.
+    ranges: tuple[StoredRange, ...] = field(default=(), compare=False, repr=False)
 
     def add(self, other: "StoreResult") -> None:
         self.accepted += other.accepted
@@ -81,20 +83,41 @@ def db_instant(at: datetime) -> datetime | str:
     return text
 
 
+def create_stage(cursor: CursorWrapper) -> None:
+    """Create this connection's staging table unless it exists.
+
+    On PostgreSQL it is emptied at every commit (``ON COMMIT DELETE ROWS``, a truncation):
+    a table emptied by ``DELETE`` is never vacuumed (autovacuum skips temporary tables), so
+    a pooled connection's stage grew by every batch it had ever staged, and every store
+    scanned all of it (200 batches of 1,000 rows: 13 MB).
+    """
+    on_commit = " ON COMMIT DELETE ROWS" if connection.vendor == "postgresql" else ""
+    cursor.execute(
+        f"""CREATE TEMP TABLE IF NOT EXISTS {STAGE_TABLE} (
+            line bigint NOT NULL, tap_id bigint NOT NULL, tag_uid bigint NOT NULL,
+            count integer NOT NULL, created_at {instant_type()} NOT NULL){on_commit}"""
+    )
+
+
 def stage_taps(rows: Iterable[TapRow]) -> int:
-    """Replace the content of this connection's staging table with ``rows``."""
+    """Replace the content of this connection's staging table with ``rows``; must run in
+    the transaction that stores them.
+
+    A row's stage ``line`` is its position in ``rows``: ``seq`` follows that order, and of
+    an id given twice the first wins.
+    """
+    if not connection.in_atomic_block:
+        raise RuntimeError("stage_taps must run inside transaction.atomic()")
     with connection.cursor() as cursor:
-        cursor.execute(
-            f"""CREATE TEMP TABLE IF NOT EXISTS {STAGE_TABLE} (
-                line bigint NOT NULL, tap_id bigint NOT NULL, tag_uid bigint NOT NULL,
-                count integer NOT NULL, created_at {instant_type()} NOT NULL)"""
-        )
+        create_stage(cursor)
         cursor.execute(f"DELETE FROM {STAGE_TABLE}")
         values: Iterable[tuple[int, int, int, int, datetime | str]]
         if connection.vendor == "postgresql":
-            values = ((r.line, r.tap_id, r.tag_uid, r.count, r.at) for r in rows)
+            values = ((n, r.tap_id, r.tag_uid, r.count, r.at) for n, r in enumerate(rows))
         else:
-            values = ((r.line, r.tap_id, r.tag_uid, r.count, db_instant(r.at)) for r in rows)
+            values = (
+                (n, r.tap_id, r.tag_uid, r.count, db_instant(r.at)) for n, r in enumerate(rows)
+            )
         return copy_rows(cursor, STAGE_TABLE, STAGE_COLUMNS, values)
 
 
@@ -105,7 +128,7 @@ def instant_type() -> str:
 
 # A staged tap is stored under the team owning its tag now, and only if that team owned the
 # tag at the tap's instant (SPEC 1: no team sees taps from before it owned the tag).
-_OWNED = (
+OWNED_JOIN = (
     "JOIN teams_tag t ON t.uid = s.tag_uid "
     "AND (t.owner_since IS NULL OR s.created_at >= t.owner_since)"
 )
@@ -114,74 +137,84 @@ _OWNED = (
 def store_staged_taps(*, live_limit: int = LIVE_INLINE_LIMIT) -> StoreResult:
     """Store the staged taps and add them to the rollups; must run inside a transaction.
 
-    Ids the tag's team already has are skipped and counted as duplicates, as are repeats of
-    an id within the stage (the first wins). Staged taps whose tag is unknown, or which
-    predate their tag's current owner, are not stored; callers refuse those beforehand.
+    The stage's ``line`` orders its rows; lines are distinct. Ids the tag's team already has
+    are skipped and counted as duplicates, as are repeats of an id within the stage (the
+    lowest line wins). Staged taps whose tag is unknown, or which predate their tag's
+    current owner, are neither stored nor counted: callers report those themselves.
 
-    Every stored tap gets its team's next ``seq`` (``TapSequence``), and the taps are
-    pushed to their teams' websockets once the transaction commits, never before; a team
-    with more than ``live_limit`` new taps is announced without them (``analytics.live``).
+    Every stored tap gets a ``seq`` from its team's counter (``TapSequence``), in line
+    order: the tap staged at line l gets ``l - first_line + 1`` past the counter, where
+    ``first_line`` is the team's lowest staged line, and the counter moves past the team's
+    last line (``StoreResult.ranges``). The taps are pushed to their teams' websockets
+    once the transaction commits, never before; a team with more than ``live_limit`` new
+    taps is announced without them (``analytics.live``).
     """
     if not connection.in_atomic_block:
         raise RuntimeError("store_staged_taps must run inside transaction.atomic()")
     with connection.cursor() as cursor:
-        cursor.execute(f"SELECT count(*) FROM {STAGE_TABLE}")
-        (staged,) = cursor.fetchone()
         if connection.vendor == "postgresql":
-            ranges = _store_postgresql(cursor)
+            teams = _store_postgresql(cursor)
         else:
-            ranges = _store_sqlite(cursor)
+            teams = _store_sqlite(cursor)
+        ranges = tuple(stored for stored, _ in teams)
         accepted = sum(stored.accepted for stored in ranges)
         if accepted and connection.vendor == "postgresql":
             staged_days = (
                 "SELECT DISTINCT t.team_id, (s.created_at AT TIME ZONE 'UTC')::date AS day "
-                f"FROM {STAGE_TABLE} s {_OWNED}"
+                f"FROM {STAGE_TABLE} s {OWNED_JOIN}"
             )
             refresh_day_levels_in_sql(cursor, staged_days)
         elif accepted:
             refresh_day_levels(_staged_days(cursor))
     if accepted:
         live.publish_on_commit([stored for stored in ranges if stored.accepted], live_limit)
-    return StoreResult(accepted=accepted, duplicates=staged - accepted)
+    staged = sum(size for _, size in teams)
+    return StoreResult(accepted=accepted, duplicates=staged - accepted, ranges=ranges)
 
 
 def _staged_days(cursor: CursorWrapper) -> list[tuple[int, date]]:
     """The (team, UTC day) pairs of the staged taps on SQLite, for the day levels (a
     superset of what was stored: rebuilding a day again is harmless)."""
     cursor.execute(
-        f"SELECT DISTINCT t.team_id, substr(s.created_at, 1, 10) FROM {STAGE_TABLE} s {_OWNED}",
+        f"SELECT DISTINCT t.team_id, substr(s.created_at, 1, 10) FROM {STAGE_TABLE} s {OWNED_JOIN}",
         [],
     )
     return [(team_id, date.fromisoformat(day)) for team_id, day in cursor.fetchall()]
 
 
-def _store_postgresql(cursor: CursorWrapper) -> list[StoredRange]:
-    # One statement. ``bumped`` moves each team's counter past the staged taps, locking the
-    # counter row until commit (teams in id order, so two writers cannot deadlock): the
-    # team's writers thus commit in seq order. The rollups add up exactly the rows the
-    # INSERT reports as new, and a concurrent writer of the same id waits on the unique
-    # index, then skips it; its number is left unused. Rows go in in (line, staging) order,
-    # so of an id repeated in the stage the first wins.
+# Each team's stored range, and how many of the team's taps were staged.
+TeamStore = tuple[StoredRange, int]
+
+
+def _store_postgresql(cursor: CursorWrapper) -> list[TeamStore]:
+    # One statement. ``bumped`` moves each team's counter past the team's staged lines,
+    # locking the counter row until commit (teams in id order, so two writers cannot
+    # deadlock): the team's writers thus commit in seq order. The rollups add up exactly the
+    # rows the INSERT reports as new, and a concurrent writer of the same id waits on the
+    # unique index, then skips it; its number is left unused. Rows go in in line order, so
+    # of an id repeated in the stage the first wins. Numbering by line needs no sort or
+    # window over the stage (the ORDER BY meets rows already in line order).
     bucket = bucket_sql("created_at")
     cursor.execute(
         f"""
         WITH staged AS (
-            SELECT t.team_id, s.tap_id, s.tag_uid, s.count, s.created_at,
-                   row_number() OVER (PARTITION BY t.team_id ORDER BY s.line, s.ctid) AS n
-            FROM {STAGE_TABLE} s {_OWNED}
+            SELECT t.team_id, s.line, s.tap_id, s.tag_uid, s.count, s.created_at
+            FROM {STAGE_TABLE} s {OWNED_JOIN}
         ), sizes AS (
-            SELECT team_id, count(*) AS size FROM staged GROUP BY team_id
+            SELECT team_id, min(line) AS first_line, max(line) - min(line) + 1 AS span,
+                   count(*) AS size
+            FROM staged GROUP BY team_id
         ), bumped AS (
             INSERT INTO analytics_tapsequence AS c (team_id, last_seq)
-            SELECT team_id, size FROM sizes ORDER BY team_id
+            SELECT team_id, span FROM sizes ORDER BY team_id
             ON CONFLICT (team_id) DO UPDATE SET last_seq = c.last_seq + EXCLUDED.last_seq
             RETURNING team_id, last_seq
         ), new AS (
             INSERT INTO analytics_tap (team_id, tap_id, tag_id, count, created_at, seq)
             SELECT s.team_id, s.tap_id, s.tag_uid, s.count, s.created_at,
-                   b.last_seq - z.size + s.n
+                   b.last_seq - z.span + 1 + s.line - z.first_line
             FROM staged s JOIN bumped b USING (team_id) JOIN sizes z USING (team_id)
-            ORDER BY s.team_id, s.n
+            ORDER BY s.line
             ON CONFLICT (team_id, tap_id) DO NOTHING
             RETURNING team_id, tag_id, count, {bucket} AS bucket
         ), team_sums AS (
@@ -195,7 +228,8 @@ def _store_postgresql(cursor: CursorWrapper) -> list[StoredRange]:
             GROUP BY team_id, tag_id, bucket ORDER BY team_id, tag_id, bucket
             ON CONFLICT (team_id, tag_id, bucket) DO UPDATE SET taps = r.taps + EXCLUDED.taps
         )
-        SELECT b.team_id, b.last_seq - z.size, b.last_seq, coalesce(n.accepted, 0)
+        SELECT b.team_id, b.last_seq - z.span, b.last_seq, coalesce(n.accepted, 0),
+               z.first_line, z.size
         FROM bumped b JOIN sizes z USING (team_id)
         LEFT JOIN (SELECT team_id, count(*) AS accepted FROM new GROUP BY team_id) n
             USING (team_id)
@@ -203,60 +237,75 @@ def _store_postgresql(cursor: CursorWrapper) -> list[StoredRange]:
         """,
         [],
     )
-    return [StoredRange(*row) for row in cursor.fetchall()]
+    return [(StoredRange(*row[:5]), row[5]) for row in cursor.fetchall()]
 
 
-def _store_sqlite(cursor: CursorWrapper) -> list[StoredRange]:
+def _store_sqlite(cursor: CursorWrapper) -> list[TeamStore]:
     # SQLite has no data-modifying CTEs; the transaction holds the database's write lock
     # (transaction_mode IMMEDIATE), so these steps cannot interleave with another writer,
-    # and taps commit in seq order without locking the counter rows.
+    # and taps commit in seq order without locking the counter rows. The rows to insert
+    # (the first line of each new id) are picked once into ``tap_stage_new``, and the taps
+    # and both rollups are written from it.
     cursor.execute(
-        f"""DELETE FROM {STAGE_TABLE} WHERE rowid NOT IN (
-                SELECT min(s.rowid) FROM {STAGE_TABLE} s {_OWNED}
-                WHERE NOT EXISTS (
-                    SELECT 1 FROM analytics_tap a
-                    WHERE a.team_id = t.team_id AND a.tap_id = s.tap_id)
-                GROUP BY t.team_id, s.tap_id)""",
-        [],
-    )
-    cursor.execute(
-        f"""SELECT t.team_id, coalesce(c.last_seq, 0), count(*)
-            FROM {STAGE_TABLE} s {_OWNED}
+        f"""SELECT t.team_id, coalesce(c.last_seq, 0), min(s.line),
+                max(s.line) - min(s.line) + 1, count(*)
+            FROM {STAGE_TABLE} s {OWNED_JOIN}
             LEFT JOIN analytics_tapsequence c ON c.team_id = t.team_id
             GROUP BY t.team_id, c.last_seq ORDER BY t.team_id""",
         [],
     )
-    ranges = [StoredRange(team_id, last, last + size, size) for team_id, last, size in cursor]
+    teams = cursor.fetchall()
     cursor.execute(
-        f"""INSERT INTO analytics_tap (team_id, tap_id, tag_id, count, created_at, seq)
-            SELECT t.team_id, s.tap_id, s.tag_uid, s.count, s.created_at,
-                coalesce(c.last_seq, 0)
-                    + row_number() OVER (PARTITION BY t.team_id ORDER BY s.line)
-            FROM {STAGE_TABLE} s {_OWNED}
-            LEFT JOIN analytics_tapsequence c ON c.team_id = t.team_id""",
+        """CREATE TEMP TABLE IF NOT EXISTS tap_stage_new (
+            team_id bigint NOT NULL, tap_id bigint NOT NULL, tag_id bigint NOT NULL,
+            count integer NOT NULL, created_at datetime NOT NULL, seq bigint NOT NULL)"""
+    )
+    cursor.execute("DELETE FROM tap_stage_new")
+    cursor.execute(
+        f"""INSERT INTO tap_stage_new (team_id, tap_id, tag_id, count, created_at, seq)
+            SELECT team_id, tap_id, tag_uid, count, created_at, seq FROM (
+                SELECT t.team_id, s.tap_id, s.tag_uid, s.count, s.created_at,
+                    coalesce(c.last_seq, 0) + 1 + s.line
+                        - min(s.line) OVER (PARTITION BY t.team_id) AS seq,
+                    row_number() OVER (PARTITION BY t.team_id, s.tap_id ORDER BY s.line) AS nth
+                FROM {STAGE_TABLE} s {OWNED_JOIN}
+                LEFT JOIN analytics_tapsequence c ON c.team_id = t.team_id
+            ) AS ranked
+            WHERE nth = 1 AND NOT EXISTS (
+                SELECT 1 FROM analytics_tap a
+                WHERE a.team_id = ranked.team_id AND a.tap_id = ranked.tap_id)""",
+        [],
+    )
+    cursor.execute(
+        """INSERT INTO analytics_tap (team_id, tap_id, tag_id, count, created_at, seq)
+           SELECT team_id, tap_id, tag_id, count, created_at, seq FROM tap_stage_new""",
         [],
     )
     cursor.executemany(
         """INSERT INTO analytics_tapsequence (team_id, last_seq) VALUES (%s, %s)
            ON CONFLICT (team_id) DO UPDATE SET last_seq = excluded.last_seq""",
-        [(stored.team_id, stored.last) for stored in ranges],
+        [(team_id, last + span) for team_id, last, _, span, _ in teams],
     )
-    bucket = bucket_sql("s.created_at")
+    bucket = bucket_sql("created_at")
     cursor.execute(
         f"""INSERT INTO analytics_teamrollup (team_id, bucket, taps)
-            SELECT t.team_id, {bucket}, sum(s.count) FROM {STAGE_TABLE} s {_OWNED}
-            WHERE true GROUP BY 1, 2
+            SELECT team_id, {bucket}, sum(count) FROM tap_stage_new WHERE true GROUP BY 1, 2
             ON CONFLICT (team_id, bucket) DO UPDATE SET taps = taps + excluded.taps""",
         [],
     )
     cursor.execute(
         f"""INSERT INTO analytics_tagrollup (team_id, tag_id, bucket, taps)
-            SELECT t.team_id, s.tag_uid, {bucket}, sum(s.count) FROM {STAGE_TABLE} s {_OWNED}
+            SELECT team_id, tag_id, {bucket}, sum(count) FROM tap_stage_new
             WHERE true GROUP BY 1, 2, 3
             ON CONFLICT (team_id, tag_id, bucket) DO UPDATE SET taps = taps + excluded.taps""",
         [],
     )
-    return ranges
+    cursor.execute("SELECT team_id, count(*) FROM tap_stage_new GROUP BY team_id", [])
+    accepted = dict(cursor.fetchall())
+    return [
+        (StoredRange(team_id, last, last + span, accepted.get(team_id, 0), first_line), size)
+        for team_id, last, first_line, span, size in teams
+    ]
 
 
 def store_taps(rows: Sequence[TapRow]) -> StoreResult:

@@ -38,12 +38,17 @@ PUBLISH_TIMEOUT_SECONDS = 2.0
 @dataclass(frozen=True, slots=True)
 class StoredRange:
     """What one transaction stored for one team: seq numbers ``after`` < seq <= ``last``
-    were taken (ids that proved duplicates leave their numbers unused)."""
+    were taken (ids that proved duplicates leave their numbers unused).
+
+    Numbers follow the stage's lines: the tap staged at line ``first_line + k`` got
+    ``after + 1 + k`` (lines that held none of the team's taps leave theirs unused).
+    """
 
     team_id: int
     after: int
     last: int
     accepted: int
+    first_line: int = 0
 
 
 class TapMessage(TypedDict):

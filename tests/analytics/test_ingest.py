@@ -71,3 +71,20 @@ def test_concurrent_writers_of_the_same_ids_store_each_tap_once(tag: Tag) -> Non
     assert sum(result.duplicates for result in results) == 3 * 2000
     assert sum(TeamRollup.objects.values_list("taps", flat=True)) == sum(r.count for r in batch)
     assert find_rollup_differences()[0] == 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_staging_table_is_empty_after_each_commit(tag: Tag) -> None:
+    # A stage emptied by DELETE is never vacuumed: a pooled connection's stage would grow
+    # with every batch it ever staged. PostgreSQL truncates it at commit instead.
+    if connection.vendor != "postgresql":
+        pytest.skip("SQLite reuses the pages of deleted rows")
+    for first_id in range(1, 2001, 500):
+        store_taps(rows(first_id, 500, tag.uid))
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_relation_size('pg_temp.tap_stage')")
+        (size,) = cursor.fetchone()
+
+    assert size == 0
+    assert Tap.objects.count() == 2000

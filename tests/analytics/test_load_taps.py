@@ -370,3 +370,159 @@ def test_an_unreachable_database_is_a_message_not_a_traceback(tmp_path: Path) ->
     assert result.returncode == 1
     assert "the database did not answer" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def good_rows(count: int, first_id: int = 1) -> list[str]:
+    return [
+        f"{tap_id},{1000000001 + tap_id % 3},1,2023-10-20T{tap_id // 3600 % 24:02d}:"
+        f"{tap_id // 60 % 60:02d}:{tap_id % 60:02d}.{tap_id % 1000:03d}Z"
+        for tap_id in range(first_id, first_id + count)
+    ]
+
+
+@pytest.mark.django_db
+def test_bad_rows_amid_a_large_batch_are_reported_with_their_lines(
+    tags_csv: Path, tmp_path: Path
+) -> None:
+    lines = good_rows(6000)
+    bad = {
+        1500: ("1500,1000000001,1,2023-10-20T25:00:00Z", "bad timestamp"),
+        2000: ("2ooo,1000000001,1,2023-10-20T10:00:00Z", "bad number for id: '2ooo'"),
+        2500: ("2500,1000000001,1", "expected 4 fields"),
+        3000: ("9223372036854775808,1000000001,1,2023-10-20T10:00:00Z", "outside 1.."),
+        3500: ("3500,1000000001,2147483648,2023-10-20T10:00:00Z", "larger than 2147483647"),
+        4000: ("4000,1000000001,1,2023-02-29T10:00:00Z", "bad timestamp"),
+        4500: ("4500,1000000077,1,2023-10-20T10:00:00Z", "unknown tag 1000000077"),
+        5000: ("17,1000000003,1,2023-10-20T10:00:00Z", "duplicate id 17: line 18 has"),
+    }
+    for index, (row, _) in bad.items():
+        lines[index] = row
+    taps = write_csv(tmp_path / "taps.csv", TAPS_HEADER, *lines)
+
+    out, err = load("--tags", str(tags_csv), "--taps", str(taps))
+
+    reported = err.splitlines()
+    assert [line.split(":")[1].strip() for line in reported] == [
+        f"line {index + 2}" for index in bad
+    ]
+    for line, (_, reason) in zip(reported, bad.values(), strict=True):
+        assert reason in line
+    assert f"taps loaded: {6000 - len(bad)}, skipped: {len(bad)}, duplicates: 0" in out
+    assert_rollups_exact()
+
+
+@pytest.mark.django_db
+def test_a_leap_day_and_other_forms_take_the_long_way_and_load(
+    tags_csv: Path, tmp_path: Path
+) -> None:
+    taps = write_csv(
+        tmp_path / "taps.csv",
+        TAPS_HEADER,
+        *good_rows(100),
+        "101,1000000001,1,2024-02-29T10:00:00Z",
+        "102,1000000001,1,2024-03-01T10:00:00.1234567+0530",
+        "00103,1000000001,007,2024-03-01T10:00",
+        *good_rows(100, first_id=200),
+    )
+
+    _, err = load("--tags", str(tags_csv), "--taps", str(taps))
+
+    assert err == ""
+    assert Tap.objects.get(tap_id=101).created_at == datetime(2024, 2, 29, 10, tzinfo=UTC)
+    assert Tap.objects.get(tap_id=102).created_at == datetime(2024, 3, 1, 4, 30, 0, 123456, UTC)
+    assert Tap.objects.get(tap_id=103).count == 7
+    assert Tap.objects.count() == 203
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("line_end", ["\r\n", "\r"], ids=["windows", "old-mac"])
+def test_lines_are_counted_with_any_line_end(tags_csv: Path, tmp_path: Path, line_end: str) -> None:
+    lines = [TAPS_HEADER, *good_rows(3000)]
+    lines[1000] = "1000,1000000001,0,2023-10-20T10:00:00Z"
+    lines[2000] = ""
+    lines[2500] = "2500,1000000001,1,yesterday"
+    taps = tmp_path / "taps.csv"
+    taps.write_bytes(line_end.join(lines).encode())  # no line end after the last row
+
+    out, err = load("--tags", str(tags_csv), "--taps", str(taps), "--batch-size", "700")
+
+    assert [line.split(":")[1].strip() for line in err.splitlines()] == ["line 1001", "line 2501"]
+    assert "taps loaded: 2997, skipped: 2" in out
+    assert Tap.objects.filter(tap_id=3000).exists()
+
+
+@pytest.mark.django_db
+def test_quoted_fields_follow_the_csv_rules_and_keep_line_numbers(
+    tags_csv: Path, tmp_path: Path
+) -> None:
+    taps = write_csv(
+        tmp_path / "taps.csv",
+        "id,tag_uid,count,created_at,note",
+        "1,1000000001,1,2023-10-20T10:00:00Z,plain",
+        '"2","1000000001","3","2023-10-20T10:00:00Z","a, b"',
+        '3,1000000001,1,2023-10-20T10:00:00Z,"two',
+        'lines"',
+        "4,1000000001,0,2023-10-20T10:00:00Z,",
+        "5,1000000001,1,2023-10-20T10:00:00Z",
+    )
+
+    out, err = load("--tags", str(tags_csv), "--taps", str(taps))
+
+    assert err == "taps.csv: line 6: count must be at least 1, not 0\n"
+    assert team_totals() == {1: 6, 2: 0}
+
+
+@pytest.mark.django_db
+def test_an_id_given_three_times_names_the_line_that_stored_it(
+    tags_csv: Path, tmp_path: Path
+) -> None:
+    taps = write_csv(
+        tmp_path / "taps.csv",
+        TAPS_HEADER,
+        "10,1000000001,1,2023-10-20T14:22:01Z",
+        "11,1000000001,1,2023-10-20T14:22:01Z",
+        "10,1000000002,5,2023-10-21T14:22:01Z",
+        "10,1000000001,7,2023-10-21T14:22:01Z",
+    )
+
+    _, err = load("--tags", str(tags_csv), "--taps", str(taps), "--batch-size", "2")
+
+    assert err.splitlines() == [
+        "taps.csv: line 4: duplicate id 10: line 2 has the same id",
+        "taps.csv: line 5: duplicate id 10: line 2 has the same id",
+    ]
+    assert team_totals() == {1: 2, 2: 0}
+
+
+@pytest.mark.django_db
+def test_a_rerun_counts_an_id_repeated_in_the_file_as_a_duplicate(
+    tags_csv: Path, tmp_path: Path
+) -> None:
+    # A repeat is reported when this run stored its id from an earlier line; on a rerun the
+    # id was stored before, and every line giving it is a duplicate.
+    taps = write_csv(
+        tmp_path / "taps.csv",
+        TAPS_HEADER,
+        "10,1000000001,1,2023-10-20T14:22:01Z",
+        "10,1000000002,5,2023-10-21T14:22:01Z",
+    )
+    _, first = load("--tags", str(tags_csv), "--taps", str(taps))
+
+    out, again = load("--tags", str(tags_csv), "--taps", str(taps))
+
+    assert first == "taps.csv: line 3: duplicate id 10: line 2 has the same id\n"
+    assert again == ""
+    assert "taps loaded: 0, skipped: 0, duplicates: 2" in out
+    assert team_totals() == {1: 1, 2: 0}
+
+
+@pytest.mark.django_db
+def test_a_files_taps_are_numbered_in_line_order_per_team(tags_csv: Path, tmp_path: Path) -> None:
+    taps = write_csv(tmp_path / "taps.csv", TAPS_HEADER, *good_rows(500))
+
+    load("--tags", str(tags_csv), "--taps", str(taps), "--batch-size", "64")
+
+    for team in Team.objects.all():
+        ids = list(Tap.objects.filter(team=team).order_by("seq").values_list("tap_id", flat=True))
+        assert ids == sorted(ids)
+        assert len(ids) > 0
