@@ -80,7 +80,7 @@ def test_database_and_redis_urls_give_the_production_backends(tmp_path: Path) ->
     assert values["conn_max_age"] == 0
     assert values["pool"] == {"min_size": 1, "max_size": 10, "timeout": 10}
     assert values["health_checks"] is True
-    assert values["pg_options"] == "-c temp_buffers=512MB"
+    assert values["pg_options"] == "-c temp_buffers=512MB -c jit=off"
     assert values["cache"] == "django_redis.cache.RedisCache"
     assert values["cache_location"] == "redis://cache.example:6380/2"
     assert values["channels"] == "channels_redis.core.RedisChannelLayer"
