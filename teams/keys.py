@@ -5,14 +5,16 @@ Lookups read the database on every request, so a revocation or an expiry takes e
 the very next request in every worker.
 """
 
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
-from datetime import datetime
-from typing import cast
+from datetime import UTC, datetime
+from functools import cache
+from typing import Any, cast
 
-from django.db import transaction
+from django.db import connection, models, transaction
 from django.utils import timezone
 
+from taps_project import sql
 from teams.models import Scope, Team, TeamAPIKey
 
 
@@ -68,7 +70,7 @@ def resolve_key(plaintext: str, *, now: datetime | None = None) -> TeamAPIKey:
     prefix, dot, secret = plaintext.partition(".")
     if not dot or not prefix or not secret or len(plaintext) > 200:
         raise KeyRejected("Invalid API key.")
-    api_key = TeamAPIKey.objects.select_related("team").filter(prefix=prefix).first()
+    api_key = _key_with_team(prefix)
     if api_key is None or not TeamAPIKey.objects.key_generator.verify(
         plaintext, api_key.hashed_key
     ):
@@ -81,6 +83,40 @@ def resolve_key(plaintext: str, *, now: datetime | None = None) -> TeamAPIKey:
             "ask your operator for a new one."
         )
     return api_key
+
+
+@cache
+def _key_lookup_sql() -> str:
+    """The key and its team in one statement, composed once: the ORM spent about a
+    millisecond compiling the same query on every request."""
+    return (
+        f"SELECT {', '.join(sql.columns(TeamAPIKey, 'k') + sql.columns(Team, 't'))} "
+        f"FROM {sql.table(TeamAPIKey)} k JOIN {sql.table(Team)} t "
+        f"ON t.{sql.column(Team, 'id')} = k.{sql.column(TeamAPIKey, 'team')} "
+        f"WHERE k.{sql.column(TeamAPIKey, 'prefix')} = %s"
+    )
+
+
+def _model_from_row(model: type[models.Model], values: Sequence[Any]) -> Any:
+    fields = model._meta.concrete_fields
+    # SQLite hands back naive datetimes, in UTC, where the ORM would make them aware.
+    values = [
+        value.replace(tzinfo=UTC) if isinstance(value, datetime) and value.tzinfo is None else value
+        for value in values
+    ]
+    return model.from_db(connection.alias, [field.attname for field in fields], values)
+
+
+def _key_with_team(prefix: str) -> TeamAPIKey | None:
+    with connection.cursor() as cursor:
+        cursor.execute(_key_lookup_sql(), [prefix])
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    split = len(TeamAPIKey._meta.concrete_fields)
+    api_key = _model_from_row(TeamAPIKey, row[:split])
+    api_key.team = _model_from_row(Team, row[split:])
+    return cast(TeamAPIKey, api_key)
 
 
 def usable_key_ids(key_ids: Collection[str], *, now: datetime | None = None) -> set[str]:
