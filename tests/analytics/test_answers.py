@@ -153,7 +153,7 @@ def test_identical_concurrent_requests_compute_the_answer_once(team: Team) -> No
 def unreachable_cache() -> Iterator[None]:
     location = f"redis://127.0.0.1:{free_port()}/0"
     backend = {"BACKEND": "django_redis.cache.RedisCache", "LOCATION": location}
-    with override_settings(CACHES={"default": backend}):
+    with override_settings(CACHES={"default": backend}, REDIS_URL=location):
         yield
 
 
