@@ -50,6 +50,24 @@ def test_answers_in_the_spec_shape(api: APIClient, read_key: IssuedKey, paris_ta
     ]
 
 
+def test_a_cached_answer_keeps_the_shape_and_takes_the_new_as_of(
+    api: APIClient, read_key: IssuedKey, paris_taps: None
+) -> None:
+    first = get(api, read_key, start="2023-01-01", end="2023-01-03")
+    again = get(api, read_key, start="2023-01-01", end="2023-01-03")
+
+    assert first["Content-Type"] == again["Content-Type"] == "application/json"
+    assert list(again.json()) == [
+        "team", "interval", "tz", "start", "end", "as_of", "total", "results"
+    ]  # fmt: skip
+    assert again.json()["as_of"] > first.json()["as_of"]
+    assert {**again.json(), "as_of": None} == {**first.json(), "as_of": None}
+    as_csv = get(api, read_key, start="2023-01-01", end="2023-01-03", format="csv")
+    assert as_csv.content.decode().splitlines()[1:] == [
+        f"{row['period']},{row['taps']}" for row in first.json()["results"]
+    ]
+
+
 def test_end_date_is_inclusive_and_end_datetime_exclusive(
     api: APIClient, read_key: IssuedKey, paris_taps: None
 ) -> None:
