@@ -13,7 +13,7 @@ from bisect import bisect_right
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta, timezone, tzinfo
-from functools import cache
+from functools import cache, lru_cache
 from itertools import accumulate, pairwise
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
@@ -21,7 +21,7 @@ from zoneinfo import ZoneInfo
 import numpy as np
 from django.conf import settings
 from django.db.models import F, Sum
-from django.db.models.functions import Trunc
+from django.db.models.functions import Substr, Trunc
 from django.utils import timezone as django_timezone
 
 from analytics.models import ROLLUP_STEP, TagDay, TagRollup, Tap, TeamDay
@@ -198,21 +198,30 @@ def _add_day_level(
     running total of its day's quarters up to it.
     """
     first, last = low.date(), (high - ROLLUP_STEP).date()
+    cuts = [low, *(bound for bound in bounds if low < bound < high), high]
     totals = [0] * ((last - first).days + 1)
     packed: dict[int, bytes | memoryview] = {}
     rows = TeamDay.objects.filter(team=team, day__gte=first, day__lte=last)
-    for day, taps, quarters in rows.values_list("day", "taps", "quarters"):
+    # Read only the running totals the cuts need: none when they fall on UTC midnights,
+    # one per day when they share a quarter hour (a fixed offset such as +05:30).
+    needed = {quarter_of(cut) for cut in cuts} - {0}
+    only = needed.pop() if len(needed) == 1 else None
+    if only is not None:
+        rows = rows.annotate(part=Substr("quarters", 8 * (only - 1) + 1, 8))
+    fields = ("day", "taps") + (("part",) if only else ("quarters",) if needed else ())
+    for day, taps, *quarters in rows.values_list(*fields):
         totals[(day - first).days] = taps
-        packed[(day - first).days] = quarters
+        if quarters:
+            packed[(day - first).days] = quarters[0]
     before_day = list(accumulate(totals, initial=0))
 
     def taps_before(instant: datetime) -> int:
         index, quarter = (instant.date() - first).days, quarter_of(instant)
         if not quarter or index not in packed:
             return before_day[index]
-        return before_day[index] + taps_before_quarter(packed[index], quarter)
+        # A read slice holds the one running total this quarter needs.
+        return before_day[index] + taps_before_quarter(packed[index], 1 if only else quarter)
 
-    cuts = [low, *(bound for bound in bounds if low < bound < high), high]
     before = taps_before(low)
     for cut, next_cut in pairwise(cuts):
         before_next = taps_before(next_cut)
@@ -231,6 +240,8 @@ def _fixed_zone(offset: timedelta) -> timezone:
     return timezone(offset)
 
 
+# Labels repeat from one query to the next (a year by day asks for 366 of them).
+@lru_cache(maxsize=50_000)
 def _local(instant: datetime, zone: ZoneInfo) -> datetime:
     """``instant`` in ``zone``, carrying its offset as a fixed zone: the same instant and
     ISO 8601 text, but ``isoformat`` need not look the offset up in the zone again."""
