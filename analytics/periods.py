@@ -218,9 +218,9 @@ def boundaries(
     return _calendar_boundaries(start, end, interval, zone, week_start, cap)
 
 
-# Each costs four zone conversions and a year by day needs 366; 50,000 entries (about
-# 10 MB) hold every day of a century in several zones.
-@lru_cache(maxsize=50_000)
+# Each costs four zone conversions and a year by day needs 366; 20,000 entries (about
+# 5 MB) hold every day of half a century in a zone.
+@lru_cache(maxsize=20_000)
 def day_start(day: date, zone: ZoneInfo) -> datetime:
     """The first instant of a local date."""
     return first_instant(datetime.combine(day, datetime.min.time()), zone)
