@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from asgiref.sync import SyncToAsync
 from django.conf import settings
+from django.core import signals
 from django.core.handlers.asgi import ASGIHandler
 from django.http import HttpRequest, HttpResponseBase
 from django.test import override_settings
@@ -127,6 +128,31 @@ def test_the_chain_runs_in_one_thread_off_the_loop_with_few_handoffs(
 
     assert answer["status"] == 404
     assert SEEN["request"] == SEEN["response"] != answer["loop_thread"]
-    # request_started's receivers, the chain with the view, and response.close (Django's
+    # request_started, the chain with the view, and response.close, in one hop (Django's
     # own handler made about fifteen for this chain: two per middleware, and the view).
-    assert len(hops) <= 4, hops
+    assert len(hops) == 1, hops
+
+
+def test_a_request_finishes_in_its_own_thread_and_threads_are_reused() -> None:
+    finished: list[int] = []
+
+    def note_thread(**kwargs: object) -> None:
+        finished.append(threading.get_ident())
+
+    signals.request_finished.connect(note_thread)
+    try:
+        with override_settings(MIDDLEWARE=[*settings.MIDDLEWARE, f"{__name__}.RecordThread"]):
+            handler = SyncChainASGIHandler()
+            served = []
+            for _ in range(3 * settings.TAPS_DB_POOL_SIZE):
+                SEEN.clear()
+                assert get(handler, "/v1/nope")["status"] == 404
+                served.append(SEEN["request"])
+                # request_finished closes the thread's database connection: it must run
+                # in the thread that used it.
+                assert finished[-1] == SEEN["request"]
+    finally:
+        signals.request_finished.disconnect(note_thread)
+
+    assert len(finished) == len(served)
+    assert len(set(served)) <= min(settings.TAPS_DB_POOL_SIZE, len(served) - 1)
