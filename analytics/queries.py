@@ -14,7 +14,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta, timezone, tzinfo
 from functools import cache, lru_cache
-from itertools import accumulate, pairwise
+from itertools import accumulate
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
@@ -76,6 +76,7 @@ class Period:
     start: datetime  # local, with the offset in force at that instant
     taps: int
     partial: bool
+    label: str = field(default="", compare=False)  # ``start`` in ISO 8601
 
 
 @dataclass(frozen=True)
@@ -97,6 +98,8 @@ class TapCounts:
 
 
 def _on_rollup_grid(instant: datetime) -> bool:
+    if instant.tzinfo is UTC:  # bucket boundaries are; fields are cheaper than arithmetic
+        return not (instant.minute % 15 or instant.second or instant.microsecond)
     return (instant - EPOCH) % ROLLUP_STEP == timedelta(0)
 
 
@@ -110,6 +113,11 @@ def _floor_to_grid(instant: datetime) -> datetime:
 
 
 def _all_whole(instants: Sequence[datetime], unit: timedelta) -> bool:
+    if all(instant.tzinfo is UTC for instant in instants):  # as bucket boundaries are
+        if unit == timedelta(minutes=1):
+            return not any(instant.second or instant.microsecond for instant in instants)
+        if unit == timedelta(hours=1):
+            return not any(i.minute or i.second or i.microsecond for i in instants)
     return all((instant - EPOCH) % unit == timedelta(0) for instant in instants)
 
 
@@ -222,11 +230,14 @@ def _add_day_level(
         # A read slice holds the one running total this quarter needs.
         return before_day[index] + taps_before_quarter(packed[index], 1 if only else quarter)
 
+    # Every cut after the first is the next bucket boundary.
+    bucket = _bucket_index(bounds, low)
     before = taps_before(low)
-    for cut, next_cut in pairwise(cuts):
-        before_next = taps_before(next_cut)
-        sums[_bucket_index(bounds, cut)] += before_next - before
+    for cut in cuts[1:]:
+        before_next = taps_before(cut)
+        sums[bucket] += before_next - before
         before = before_next
+        bucket += 1
 
 
 def _bucket_index(bounds: Sequence[datetime], instant: datetime) -> int:
@@ -243,20 +254,21 @@ def _fixed_zone(offset: timedelta) -> timezone:
 # Labels repeat from one query to the next (a year by day asks for 366 of them); 20,000
 # entries take about 5 MB.
 @lru_cache(maxsize=20_000)
-def _local(instant: datetime, zone: ZoneInfo) -> datetime:
-    """``instant`` in ``zone``, carrying its offset as a fixed zone: the same instant and
-    ISO 8601 text, but ``isoformat`` need not look the offset up in the zone again."""
+def _local(instant: datetime, zone: ZoneInfo) -> tuple[datetime, str]:
+    """``instant`` in ``zone``, carrying its offset as a fixed zone (the same instant and
+    ISO 8601 text, without looking the offset up again), and that text."""
     local = instant.astimezone(zone)
     offset = local.utcoffset()
     assert offset is not None
-    return local.replace(tzinfo=_fixed_zone(offset))
+    local = local.replace(tzinfo=_fixed_zone(offset))
+    return local, local.isoformat()
 
 
 @dataclass(frozen=True)
 class _Buckets:
     """Each bucket's label and ``partial`` flag, worked out once for every series."""
 
-    labels: list[datetime]
+    labels: list[tuple[datetime, str]]
     partial: list[bool]
 
     @classmethod
@@ -268,18 +280,20 @@ class _Buckets:
         zone: ZoneInfo,
         as_of: datetime,
     ) -> "_Buckets":
-        return cls(
-            [_local(bucket_start, zone) for bucket_start in bounds[:-1]],
-            [
-                bucket_start < start or bucket_end > end or bucket_end > as_of
-                for bucket_start, bucket_end in pairwise(bounds)
-            ],
-        )
+        # Only the first and last buckets can stick out of the range, and only buckets
+        # ending after as_of are unfinished: no comparison per bucket.
+        size = len(bounds) - 1
+        partial = [False] * size
+        partial[0] = bounds[0] < start
+        partial[-1] = partial[-1] or bounds[-1] > end
+        for index in range(max(bisect_right(bounds, as_of, lo=1) - 1, 0), size):
+            partial[index] = True
+        return cls([_local(bucket_start, zone) for bucket_start in bounds[:-1]], partial)
 
     def periods(self, sums: list[int], fill: bool) -> list[Period]:
         return [
-            Period(label, taps, partial)
-            for label, taps, partial in zip(self.labels, sums, self.partial, strict=True)
+            Period(label, taps, partial, text)
+            for (label, text), taps, partial in zip(self.labels, sums, self.partial, strict=True)
             if taps or fill
         ]
 
