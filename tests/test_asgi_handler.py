@@ -1,6 +1,7 @@
 """The ASGI handler runs the middleware chain and the view in one hop (taps_project.handlers)."""
 
 import asyncio
+import gc
 import json
 import re
 import threading
@@ -156,3 +157,8 @@ def test_a_request_finishes_in_its_own_thread_and_threads_are_reused() -> None:
 
     assert len(finished) == len(served)
     assert len(set(served)) <= min(settings.TAPS_DB_POOL_SIZE, len(served) - 1)
+
+
+def test_the_loaded_application_is_left_out_of_full_collections() -> None:
+    # taps_project.asgi is imported above; what it loaded is frozen (not collected).
+    assert gc.get_freeze_count() > 10_000
