@@ -86,7 +86,8 @@ def parse_options(argv: list[str]) -> Options:
     run.add_argument(
         "--redis-url",
         default=os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/3"),
-        help="Redis for the server (env BENCH_REDIS_URL, default db 3)",
+        help="a Redis database for the server, emptied before each size (env "
+        "BENCH_REDIS_URL, default db 3)",
     )
     run.add_argument("--port", type=int, help="the server's port (default: free in 18100-18199)")
     run.add_argument(
@@ -145,6 +146,9 @@ def run_size(size: Size, options: Options, profile: Profile, port: int) -> dict[
     name = f"{options.db_prefix}{size.slug}"
     say(f"{size.label}: database {name}, migrate, load_taps")
     env["DATABASE_URL"] = postgres.recreate_database(options.pg_url, name)
+    # A new database reuses the team ids and write versions of the last run's: its cached
+    # answers would be found, and "cold" requests would be answered from them.
+    machine.empty_redis(options.redis_url)
     try:
         data.manage("migrate", "--no-input", "--verbosity", "0", env=env)
         load = data.load(directory, env, logs=logs)

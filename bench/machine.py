@@ -54,6 +54,10 @@ def redis_version(url: str) -> str:
     return str(info["redis_version"])
 
 
+def empty_redis(url: str) -> None:
+    redis.Redis.from_url(url, socket_connect_timeout=2).flushdb()
+
+
 def versions(*, pg_url: str, redis_url: str) -> dict[str, str]:
     return {
         "Python": platform.python_version(),
