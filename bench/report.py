@@ -245,7 +245,9 @@ def _size_section(size: dict[str, Any]) -> str:
             ],
         ),
         "### Latency, cold: a new range on every request, 1 connection (ms)",
-        "Baseline: the same requests answered by `Trunc` + `Sum` over the raw taps table.",
+        "After a warm-up (every query shape for a second on ranges two years earlier, which "
+        "opens each worker's database connections). Baseline: the same requests answered "
+        "by `Trunc` + `Sum` over the raw taps table.",
         table(
             [
                 "query",
