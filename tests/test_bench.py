@@ -283,3 +283,9 @@ def test_the_baseline_groups_by_tag(read_key: IssuedKey, tag: Tag) -> None:
         {"period": "2023-01-01T00:00:00+00:00", "tag_id": tag.uid, "taps": 2},
         {"period": "2023-01-01T00:00:00+00:00", "tag_id": other.uid, "taps": 3},
     ]
+    busiest = read_tap_query(
+        QueryDict("start=2023-01-01&end=2023-01-01&tz=UTC&group_by=tag&limit=1"), tag.team
+    )
+    assert trunc_sum(tag.team, busiest.query) == [
+        {"period": "2023-01-01T00:00:00+00:00", "tag_id": other.uid, "taps": 3},
+    ]
