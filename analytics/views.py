@@ -1,7 +1,8 @@
 """The analytics endpoints (SPEC 6.1, 6.2, 6.4): parse, call ``count_taps``, shape.
 
-Responses are built as plain dictionaries (thousands of buckets go through no serializer
-field by field); the serializers in ``analytics.schema`` describe them for OpenAPI.
+Answers are written as JSON text once, cached, and sent as bytes (thousands of buckets go
+through no serializer and no dictionary); the serializers in ``analytics.schema``
+describe them for OpenAPI.
 """
 
 import json
