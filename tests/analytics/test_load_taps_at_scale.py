@@ -74,8 +74,14 @@ def start_load(folder: Path) -> subprocess.Popen[str]:
             "--taps", str(folder / "interview-taps.csv"),
         ],
         cwd=ROOT, env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        text=True,
+        text=True, preexec_fn=answer_sigint,
     )  # fmt: skip
+
+
+def answer_sigint() -> None:
+    # A test run started in the background (`cmd &` in a script) ignores SIGINT, and its
+    # children inherit that: the loader would never see the interruption this test sends.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def wait_for_committed_batches(process: subprocess.Popen[str], batches: int) -> None:
