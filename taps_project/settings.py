@@ -163,14 +163,16 @@ TEMPLATES = [
 
 if DATABASE_URL:
     DATABASES = {
-        # Health checks make the pool test a connection before handing it out.
-        "default": dj_database_url.parse(DATABASE_URL, conn_health_checks=True)
+        # No health checks of Django's: the backend checks a pooled connection before
+        # using it, unless the check passed within the last half second.
+        "default": dj_database_url.parse(DATABASE_URL)
     }
     if DATABASES["default"]["ENGINE"] != "django.db.backends.postgresql":
         raise ImproperlyConfigured(
             "DATABASE_URL must be a PostgreSQL URL (postgres://user@host:5432/name); "
             "leave it unset for the embedded SQLite database"
         )
+    DATABASES["default"]["ENGINE"] = "taps_project.postgresql"
     # The loader stages a batch in a temporary table (about 4 MB at 50,000 rows); the
     # default 8 MB of local buffers would send a larger --batch-size to temporary files.
     # They are allocated only as temporary tables fill, so web connections, whose stages

@@ -74,12 +74,13 @@ def test_no_environment_gives_the_embedded_mode(tmp_path: Path) -> None:
 def test_database_and_redis_urls_give_the_production_backends(tmp_path: Path) -> None:
     values = read_settings(PRODUCTION, tmp_path)
 
-    assert values["engine"] == "django.db.backends.postgresql"
+    assert values["engine"] == "taps_project.postgresql"
     assert (values["name"], values["host"]) == ("taps", "db.example")
     # Pooled, not persistent: under ASGI each request thread would keep a connection.
     assert values["conn_max_age"] == 0
     assert values["pool"] == {"min_size": 1, "max_size": 10, "timeout": 10}
-    assert values["health_checks"] is True
+    # Checked by the backend, not on every request (tests/test_postgresql_backend.py).
+    assert values["health_checks"] is False
     assert values["pg_options"] == "-c temp_buffers=512MB -c jit=off"
     assert values["cache"] == "django_redis.cache.RedisCache"
     assert values["cache_location"] == "redis://cache.example:6380/2"
