@@ -159,11 +159,22 @@ class _Cache:
 
 
 def cached_answer(
-    team_id: int, question: str, as_of: datetime, compute: Callable[[], Answer]
+    team_id: int,
+    question: str,
+    as_of: datetime,
+    compute: Callable[[], Answer],
+    *,
+    version: int | None = None,
 ) -> Any:
     """The body ``compute`` gives for ``question`` (a canonical description of the query),
-    from the cache when the team has stored nothing since it was computed."""
-    key = answer_key(team_id, write_version(team_id), question)
+    from the cache when the team has stored nothing since it was computed.
+
+    ``version`` is the team's write version read at or after ``as_of`` (requests have it
+    from their key's lookup); without it, it is read here.
+    """
+    if version is None:
+        version = write_version(team_id)
+    key = answer_key(team_id, version, question)
     entry = _Cache.call("get", key)
     if _usable(entry, as_of):
         return entry.body

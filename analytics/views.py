@@ -11,7 +11,6 @@ from datetime import datetime
 from typing import Any
 
 from django.http import HttpResponse
-from django.utils import timezone
 from drf_spectacular.utils import extend_schema
 from rest_framework import viewsets
 from rest_framework.renderers import BaseRenderer, JSONRenderer
@@ -138,7 +137,7 @@ class TapAnalyticsViewSet(JSONErrorsMixin, RateLimitHeadersMixin, viewsets.ViewS
         auth: TeamAuth = request.auth
         team = auth.team
         wanted = read_tap_query(request.query_params, team)
-        as_of = timezone.now()
+        as_of = auth.read_at
 
         def compute() -> Answer:
             counts = count_taps(team, wanted.query, as_of=as_of)
@@ -154,7 +153,9 @@ class TapAnalyticsViewSet(JSONErrorsMixin, RateLimitHeadersMixin, viewsets.ViewS
             return Answer(counted, _earliest(counts.valid_until, earlier.valid_until))
 
         question = repr(("taps", wanted.query, wanted.compare))
-        counted: CountedJSON = cached_answer(team.id, question, as_of, compute)
+        counted: CountedJSON = cached_answer(
+            team.id, question, as_of, compute, version=auth.team_write_version
+        )
         if not isinstance(request.accepted_renderer, JSONRenderer):
             return Response(tap_counts_payload(team, wanted.query, counted.as_dict(), as_of))
         # JSON goes out as the cached bytes, with this request's own members around them.
@@ -177,7 +178,7 @@ class SeedTapAnalyticsView(JSONErrorsMixin, RateLimitHeadersMixin, APIView):
     def post(self, request: Request) -> HttpResponse:
         auth: TeamAuth = request.auth
         query = seed_tap_query(request.data)
-        as_of = timezone.now()
+        as_of = auth.read_at
 
         def compute() -> Answer:
             counts = count_taps(auth.team, query, as_of=as_of)
@@ -186,7 +187,9 @@ class SeedTapAnalyticsView(JSONErrorsMixin, RateLimitHeadersMixin, APIView):
             ]
             return Answer(_json({"message": "Successful", "data": data}), counts.valid_until)
 
-        content = cached_answer(auth.team.id, repr(("seed", query)), as_of, compute)
+        content = cached_answer(
+            auth.team.id, repr(("seed", query)), as_of, compute, version=auth.team_write_version
+        )
         return HttpResponse(content, content_type=JSONRenderer.media_type)
 
 

@@ -6,13 +6,14 @@ scope they need with ``required_scope``.
 """
 
 from dataclasses import dataclass
+from datetime import datetime
 
 from rest_framework import exceptions
 from rest_framework.authentication import BaseAuthentication
 from rest_framework.permissions import BasePermission
 from rest_framework.request import Request
 
-from teams.keys import KeyRejected, resolve_key
+from teams.keys import KeyRejected, read_key
 from teams.models import Scope, Team, TeamAPIKey
 
 AUTH_SCHEME = "Api-Key"
@@ -21,6 +22,10 @@ AUTH_SCHEME = "Api-Key"
 @dataclass(frozen=True)
 class TeamAuth:
     key: TeamAPIKey
+    # When the key was read, and the team's write version the same statement read then:
+    # the instant a read answers ``as_of``, and the version its cached answer is under.
+    read_at: datetime
+    team_write_version: int
 
     @property
     def team(self) -> Team:
@@ -50,10 +55,10 @@ class TeamAPIKeyAuthentication(BaseAuthentication):
         if not plaintext:
             raise exceptions.AuthenticationFailed("The API key header is empty.")
         try:
-            api_key = resolve_key(plaintext)
+            found = read_key(plaintext)
         except KeyRejected as rejection:
             raise exceptions.AuthenticationFailed(str(rejection)) from None
-        return None, TeamAuth(api_key)
+        return None, TeamAuth(found.key, found.read_at, found.team_write_version)
 
     def authenticate_header(self, request: Request) -> str:
         return AUTH_SCHEME

@@ -6,8 +6,10 @@ from django.core.management import CommandError, call_command
 from django.utils import timezone
 from rest_framework.test import APIClient
 
-from teams.keys import IssuedKey, create_key, resolve_key
-from teams.models import Scope, Team, TeamAPIKey
+from analytics.models import TapSequence
+from teams.keys import IssuedKey, create_key, read_key, resolve_key
+from teams.models import Scope, Tag, Team, TeamAPIKey
+from tests.conftest import add_taps
 
 TEAM_URL = "/v1/team"
 
@@ -122,6 +124,26 @@ def test_a_valid_key_resolves_to_its_team_and_scope(
     assert body["team"] == {"id": team.id, "name": "Acme", "time_zone": "Europe/Paris"}
     assert body["key"]["scope"] == "read"
     assert read_key.plaintext not in response.content.decode()
+
+
+@pytest.mark.django_db
+def test_a_key_is_read_with_its_teams_write_version(
+    read_key: IssuedKey, team: Team, tag: Tag, other_team: Team
+) -> None:
+    assert read_key_version(read_key) == 0  # nothing stored yet
+
+    add_taps((1, tag.uid, 1, "2023-03-01T10:00:00Z"), (2, tag.uid, 1, "2023-03-01T10:00:00Z"))
+    other_tag = Tag.objects.create(uid=77, team=other_team)
+    add_taps((1, other_tag.uid, 1, "2023-03-01T10:00:00Z"))
+
+    assert read_key_version(read_key) == TapSequence.objects.get(team=team).last_seq == 2
+
+
+def read_key_version(key: IssuedKey) -> int:
+    before = timezone.now()
+    found = read_key(key.plaintext)
+    assert before <= found.read_at <= timezone.now()
+    return found.team_write_version
 
 
 @pytest.mark.django_db
