@@ -14,7 +14,14 @@ from hypothesis import strategies as st
 
 from analytics.ingest import TapRow, store_taps
 from analytics.periods import WEEKDAYS, Interval, TooManyBuckets
-from analytics.queries import Endpoint, TapQuery, _sum_by, compared_query, count_taps
+from analytics.queries import (
+    Endpoint,
+    TapQuery,
+    _sum_by,
+    _TagCells,
+    compared_query,
+    count_taps,
+)
 from teams.models import Tag, Team
 
 ZONES = (
@@ -451,3 +458,25 @@ def test_sums_by_key_stay_exact_beyond_float_precision() -> None:
     assert _sum_by(keys, np.array([2**53, 1, 5], dtype=np.int64), 2).tolist() == [2**53 + 1, 5]
     assert _sum_by(keys, np.array([3, 4, 5], dtype=np.int64), 3).tolist() == [7, 5, 0]
     assert _sum_by(keys[:0], keys[:0], 2).tolist() == [0, 0]
+
+
+@given(
+    st.lists(
+        st.tuples(st.sampled_from([5, 9, 2**40, 77]), st.integers(0, 3), st.integers(1, 9)),
+        max_size=40,
+    )
+)
+def test_tag_cells_sum_by_tag_whatever_their_order(cells: list[tuple[int, int, int]]) -> None:
+    tags, buckets, taps = np.array(cells, dtype=np.int64).reshape(-1, 3).T
+    grid = _TagCells(tags, buckets, taps)
+    expected: Counter[tuple[int, int]] = Counter()
+    for tag, bucket, count in cells:
+        expected[tag, bucket] += count
+
+    assert grid.totals() == {
+        tag: sum(n for (t, _), n in expected.items() if t == tag) for tag, _, _ in cells
+    }
+    shown = [77, 5, 1234]
+    assert grid.sums_by_tag(shown, 4) == {
+        tag: [expected[tag, bucket] for bucket in range(4)] for tag in shown
+    }

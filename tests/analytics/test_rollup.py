@@ -9,6 +9,7 @@ from analytics.rollup import (
     find_rollup_differences,
     pack_quarters,
     pack_tag_cells,
+    refresh_all_day_levels,
     unpack_quarters,
     unpack_tag_cells,
 )
@@ -94,11 +95,38 @@ def test_the_tag_day_level_holds_each_tags_quarter_hours(stored: Tag, team: Team
     cells = TagDay.objects.get(day=date(2024, 3, 1)).cells
     tags, taps, quarters = unpack_tag_cells(cells)
 
-    assert sorted(zip(tags.tolist(), quarters.tolist(), taps.tolist(), strict=True)) == [
+    # Ordered by tag, then quarter hour.
+    assert list(zip(tags.tolist(), quarters.tolist(), taps.tolist(), strict=True)) == [
         (9, 95, 64),
         (stored.uid, 0, 2 + 4 + 16),
         (stored.uid, 1, 8),
     ]
+
+
+def test_days_packed_in_an_older_order_are_rewritten_in_tag_order(stored: Tag, team: Team) -> None:
+    Tag.objects.create(uid=9, team=team)
+    add_taps((6, 9, 64, "2024-03-01T23:59:00Z"))
+    by_quarter = [(stored.uid, 0, 2 + 4 + 16), (stored.uid, 1, 8), (9, 95, 64)]
+    day = TagDay.objects.filter(day=date(2024, 3, 1))
+    day.update(cells=_cells_as_stored(by_quarter))
+    assert find_rollup_differences()[0] == 1
+
+    refresh_all_day_levels()
+
+    assert find_rollup_differences() == (0, [])
+    tags, taps, quarters = unpack_tag_cells(day.get().cells)
+    assert tags.tolist() == [9, stored.uid, stored.uid]
+
+
+def _cells_as_stored(cells: list[tuple[int, int, int]]) -> bytes:
+    """(tag, quarter, taps) cells packed in the given order, as releases before the
+    tag order wrote them."""
+    tags, quarters, taps = zip(*cells, strict=True)
+    return (
+        b"".join(tag.to_bytes(8, "big") for tag in tags)
+        + b"".join(count.to_bytes(8, "big") for count in taps)
+        + bytes(quarters)
+    )
 
 
 def test_verify_rollup_reports_a_drifted_day_and_rebuild_mends_it(stored: Tag, team: Team) -> None:
