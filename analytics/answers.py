@@ -29,6 +29,7 @@ from django.core.cache import cache
 from django.db import connection
 
 from analytics.models import TapSequence
+from analytics.throttling import AnswerFound, AnswerLookup
 from taps_project import sql
 
 log = logging.getLogger(__name__)
@@ -147,6 +148,14 @@ class _Cache:
         return _redis_cache(url) if url else _DjangoCache()
 
     @classmethod
+    def lookup(cls, key: str, lock: str) -> AnswerLookup | None:
+        """Where an answer and its lock are in Redis, if answers are kept there now."""
+        store = cls.store()
+        if not isinstance(store, _RedisCache) or time.monotonic() < cls.down_until:
+            return None
+        return AnswerLookup(store.PREFIX + key, store.PREFIX + lock, int(COMPUTE_SECONDS))
+
+    @classmethod
     def call(cls, operation: str, *args: Any, failed: Any = None) -> Any:
         if time.monotonic() < cls.down_until:
             return failed
@@ -158,6 +167,9 @@ class _Cache:
             return failed
 
 
+FirstLook = Callable[[AnswerLookup | None], AnswerFound | None]
+
+
 def cached_answer(
     team_id: int,
     question: str,
@@ -165,22 +177,30 @@ def cached_answer(
     compute: Callable[[], Answer],
     *,
     version: int | None = None,
+    first_look: FirstLook | None = None,
 ) -> Any:
     """The body ``compute`` gives for ``question`` (a canonical description of the query),
     from the cache when the team has stored nothing since it was computed.
 
     ``version`` is the team's write version read at or after ``as_of`` (requests have it
-    from their key's lookup); without it, it is read here.
+    from their key's lookup); without it, it is read here. ``first_look``, if given, is
+    called before anything else with where the answer is in Redis (None if answers are
+    not kept there) and returns what it found there (None: it did not look): the rate
+    limit spends its slot and looks in one round trip, or raises.
     """
     if version is None:
         version = write_version(team_id)
     key = answer_key(team_id, version, question)
-    entry = _Cache.call("get", key)
+    lock = f"{key}:computing"
+    found = first_look(_Cache.lookup(key, lock)) if first_look is not None else None
+    if found is None:
+        locked, entry = False, _Cache.call("get", key)
+    else:
+        locked, entry = found.locked, _loaded(found.stored)
     if _usable(entry, as_of):
         return entry.body
-    lock = f"{key}:computing"
     deadline = time.monotonic() + COMPUTE_SECONDS
-    while True:
+    while not locked:
         # A failing cache lets every request compute (as if it held the lock).
         locked, entry = _Cache.call("lock_or_get", key, lock, failed=(True, None))
         # The computer before us may have finished between our first look and our lock.

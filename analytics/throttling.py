@@ -21,6 +21,7 @@ from typing import Any, ClassVar
 
 import redis
 from django.conf import settings
+from rest_framework.exceptions import Throttled
 from rest_framework.request import Request
 from rest_framework.throttling import BaseThrottle
 
@@ -34,7 +35,10 @@ PERIODS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
 REDIS_RETRY_SECONDS = 5.0
 
 # KEYS[1]: the key's sorted set. ARGV: now (ms), window (ms), limit, member, record (1/0).
-# Returns {allowed, used, oldest score or -1}.
+# Returns {allowed, used, oldest score or -1}. With KEYS[2] and KEYS[3] (an answer and its
+# computing lock, ARGV[6] the lock's seconds), a granted request also reads the answer and,
+# if there is none, takes the lock, in the same round trip: returns
+# {allowed, used, oldest, locked (1/0), answer (absent if none)}.
 SLIDING_WINDOW = """
 local now = tonumber(ARGV[1])
 local window = tonumber(ARGV[2])
@@ -49,10 +53,16 @@ if ARGV[5] == '1' and used < limit then
     allowed = 1
 end
 local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-if oldest[2] then
-    return {allowed, used, oldest[2]}
+oldest = oldest[2] or '-1'
+if allowed == 1 and KEYS[2] then
+    local answer = redis.call('GET', KEYS[2])
+    if answer then
+        return {allowed, used, oldest, 0, answer}
+    end
+    local locked = redis.call('SET', KEYS[3], 1, 'NX', 'EX', tonumber(ARGV[6]))
+    return {allowed, used, oldest, locked and 1 or 0}
 end
-return {allowed, used, '-1'}
+return {allowed, used, oldest}
 """
 
 
@@ -109,17 +119,51 @@ class LocalWindow:
             return _budget(allowed, used, oldest, now_ms, limit, window)
 
 
+@dataclass(frozen=True)
+class AnswerLookup:
+    """An answer to read in the rate limit's round trip: its Redis key, and the lock to
+    take if it is missing (``analytics.answers``)."""
+
+    key: str
+    lock: str
+    lock_seconds: int
+
+
+@dataclass(frozen=True)
+class AnswerFound:
+    """What the rate limit's round trip found: the stored answer, if any, and whether it
+    took the lock (only when there was none)."""
+
+    locked: bool
+    stored: bytes | None
+
+
 class RedisWindow:
     def __init__(self, url: str) -> None:
         client = redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=1)
         self._script = client.register_script(SLIDING_WINDOW)
 
-    def take(self, name: str, limit: int, window: int, now_ms: float, *, record: bool) -> Budget:
-        allowed, used, oldest = self._script(
-            keys=[f"taps:ratelimit:{name}"],
-            args=[now_ms, window * 1000, limit, f"{now_ms}:{uuid.uuid4().hex}", int(record)],
-        )
-        return _budget(bool(allowed), int(used), float(oldest), now_ms, limit, window)
+    def take(
+        self,
+        name: str,
+        limit: int,
+        window: int,
+        now_ms: float,
+        *,
+        record: bool,
+        lookup: AnswerLookup | None = None,
+    ) -> tuple[Budget, AnswerFound | None]:
+        keys = [f"taps:ratelimit:{name}"]
+        args: list[Any] = [now_ms, window * 1000, limit, f"{now_ms}:{uuid.uuid4().hex}"]
+        args.append(int(record))
+        if lookup is not None:
+            keys += [lookup.key, lookup.lock]
+            args.append(lookup.lock_seconds)
+        allowed, used, oldest, *found = self._script(keys=keys, args=args)
+        budget = _budget(bool(allowed), int(used), float(oldest), now_ms, limit, window)
+        if lookup is None or not budget.allowed:
+            return budget, None
+        return budget, AnswerFound(bool(found[0]), found[1] if len(found) > 1 else None)
 
 
 @cache
@@ -133,13 +177,29 @@ _redis_down_until = 0.0
 
 def take(name: str, rate: str, *, now: float, record: bool = True) -> Budget:
     """Spend (``record``) or read one slot of ``rate`` for ``name`` at ``now`` (seconds)."""
+    return take_and_look(name, rate, now=now, record=record)[0]
+
+
+def take_and_look(
+    name: str,
+    rate: str,
+    *,
+    now: float,
+    record: bool = True,
+    lookup: AnswerLookup | None = None,
+) -> tuple[Budget, AnswerFound | None]:
+    """``take``, and if the slot is granted, ``lookup`` in the same Redis round trip. The
+    second item is None when nothing was looked up: no lookup, no slot, or no Redis (the
+    process's own window was used)."""
     global _redis_down_until
     limit, window = parse_rate(rate)
     now_ms = now * 1000
     url = settings.REDIS_URL
     if url and time.monotonic() >= _redis_down_until:
         try:
-            return _redis_window(url).take(name, limit, window, now_ms, record=record)
+            return _redis_window(url).take(
+                name, limit, window, now_ms, record=record, lookup=lookup
+            )
         except redis.exceptions.RedisError as error:
             _redis_down_until = time.monotonic() + REDIS_RETRY_SECONDS
             logger.warning(
@@ -147,7 +207,7 @@ def take(name: str, rate: str, *, now: float, record: bool = True) -> Budget:
                 type(error).__name__,
                 REDIS_RETRY_SECONDS,
             )
-    return _local.take(name, limit, window, now_ms, record=record)
+    return _local.take(name, limit, window, now_ms, record=record), None
 
 
 def reset_local_state() -> None:
@@ -172,13 +232,21 @@ class KeyRateThrottle(BaseThrottle):
         auth = request.auth
         if not isinstance(auth, TeamAuth):
             return True
-        self.budget = take(
-            f"{self.budget_name}:{auth.key.prefix}",
-            getattr(settings, self.rate_setting),
-            now=type(self).timer(),
-        )
+        self.budget, _ = self.spend(auth)
         request.rate_limit_budget = self.budget  # type: ignore[attr-defined]
         return self.budget.allowed
+
+    @classmethod
+    def spend(
+        cls, auth: TeamAuth, lookup: AnswerLookup | None = None
+    ) -> tuple[Budget, AnswerFound | None]:
+        """Spend one of the key's slots (``take_and_look``)."""
+        return take_and_look(
+            f"{cls.budget_name}:{auth.key.prefix}",
+            getattr(settings, cls.rate_setting),
+            now=cls.timer(),
+            lookup=lookup,
+        )
 
     def wait(self) -> float:
         return self.budget.reset
@@ -203,6 +271,44 @@ def budget_of(auth: TeamAuth, *, now: float | None = None) -> Budget:
         now=throttle.timer() if now is None else now,
         record=False,
     )
+
+
+class SpendWithAnswerLookupMixin:
+    """For views answered from ``analytics.answers``: the key's slot is spent in the
+    answer cache's first round trip (``spend_and_look``, passed as its ``first_look``),
+    not before the view as DRF's throttles are. A request that fails before it gets
+    there spends its slot as it fails: every authenticated request spends one, and one
+    over the limit gets 429 whatever else is wrong with it, as with a DRF throttle."""
+
+    throttle: ClassVar[type[KeyRateThrottle]] = AnalyticsRateThrottle
+    _slot_due = False
+
+    def check_throttles(self, request: Request) -> None:
+        self._slot_due = isinstance(request.auth, TeamAuth)
+
+    def spend_and_look(self, lookup: AnswerLookup | None) -> AnswerFound | None:
+        budget, found = self.throttle.spend(self._auth(), lookup)
+        self._spent(budget)
+        return found
+
+    def handle_exception(self, exc: Exception) -> Any:
+        if self._slot_due:
+            try:
+                self._spent(self.throttle.spend(self._auth())[0])
+            except Throttled as refusal:
+                exc = refusal
+        return super().handle_exception(exc)  # type: ignore[misc]
+
+    def _auth(self) -> TeamAuth:
+        auth = self.request.auth  # type: ignore[attr-defined]
+        assert isinstance(auth, TeamAuth)
+        return auth
+
+    def _spent(self, budget: Budget) -> None:
+        self._slot_due = False
+        self.request.rate_limit_budget = budget  # type: ignore[attr-defined]
+        if not budget.allowed:
+            raise Throttled(wait=budget.reset)
 
 
 class RateLimitHeadersMixin:

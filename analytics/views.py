@@ -22,7 +22,7 @@ from analytics import schema
 from analytics.answers import Answer, cached_answer
 from analytics.filters import read_tap_query, seed_tap_query
 from analytics.queries import Period, TapCounts, TapQuery, compared_query, count_taps
-from analytics.throttling import AnalyticsRateThrottle, RateLimitHeadersMixin, budget_of
+from analytics.throttling import RateLimitHeadersMixin, SpendWithAnswerLookupMixin, budget_of
 from teams.auth import TeamAuth
 from teams.models import Team
 
@@ -126,10 +126,11 @@ def _earliest(*instants: datetime | None) -> datetime | None:
     return min((instant for instant in instants if instant is not None), default=None)
 
 
-class TapAnalyticsViewSet(JSONErrorsMixin, RateLimitHeadersMixin, viewsets.ViewSet):
+class TapAnalyticsViewSet(
+    SpendWithAnswerLookupMixin, JSONErrorsMixin, RateLimitHeadersMixin, viewsets.ViewSet
+):
     """``GET /v1/analytics/taps``: the team's tap counts by interval."""
 
-    throttle_classes = [AnalyticsRateThrottle]
     renderer_classes = [JSONRenderer, TapCountsCSVRenderer]
 
     @extend_schema(**schema.TAP_COUNTS)
@@ -154,7 +155,12 @@ class TapAnalyticsViewSet(JSONErrorsMixin, RateLimitHeadersMixin, viewsets.ViewS
 
         question = repr(("taps", wanted.query, wanted.compare))
         counted: CountedJSON = cached_answer(
-            team.id, question, as_of, compute, version=auth.team_write_version
+            team.id,
+            question,
+            as_of,
+            compute,
+            version=auth.team_write_version,
+            first_look=self.spend_and_look,
         )
         if not isinstance(request.accepted_renderer, JSONRenderer):
             return Response(tap_counts_payload(team, wanted.query, counted.as_dict(), as_of))
@@ -169,10 +175,10 @@ class TapAnalyticsViewSet(JSONErrorsMixin, RateLimitHeadersMixin, viewsets.ViewS
         return HttpResponse(content + b"}", content_type=JSONRenderer.media_type)
 
 
-class SeedTapAnalyticsView(JSONErrorsMixin, RateLimitHeadersMixin, APIView):
+class SeedTapAnalyticsView(
+    SpendWithAnswerLookupMixin, JSONErrorsMixin, RateLimitHeadersMixin, APIView
+):
     """``POST /v1/api/tap/analytics``: the seed service's request and envelope (SPEC 6.2)."""
-
-    throttle_classes = [AnalyticsRateThrottle]
 
     @extend_schema(**schema.SEED_TAP_ANALYTICS)
     def post(self, request: Request) -> HttpResponse:
@@ -188,7 +194,12 @@ class SeedTapAnalyticsView(JSONErrorsMixin, RateLimitHeadersMixin, APIView):
             return Answer(_json({"message": "Successful", "data": data}), counts.valid_until)
 
         content = cached_answer(
-            auth.team.id, repr(("seed", query)), as_of, compute, version=auth.team_write_version
+            auth.team.id,
+            repr(("seed", query)),
+            as_of,
+            compute,
+            version=auth.team_write_version,
+            first_look=self.spend_and_look,
         )
         return HttpResponse(content, content_type=JSONRenderer.media_type)
 

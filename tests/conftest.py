@@ -9,7 +9,7 @@ from django.core.cache import cache
 from django.db import connection
 from rest_framework.test import APIClient
 
-from analytics import answers, throttling
+from analytics import answers, queries, throttling, views
 from analytics.ingest import TapRow, store_taps
 from teams.keys import IssuedKey, create_key
 from teams.models import Scope, Tag, Team
@@ -64,6 +64,19 @@ def _fresh_rate_limiter() -> Iterator[None]:
     yield
     throttling.reset_local_state()
     answers.reset_local_state()
+
+
+@pytest.fixture
+def counted(monkeypatch: pytest.MonkeyPatch) -> list[queries.TapQuery]:
+    """The queries the views really count (the real ``count_taps`` runs)."""
+    calls: list[queries.TapQuery] = []
+
+    def counting(team: Team, query: queries.TapQuery, **options: object) -> queries.TapCounts:
+        calls.append(query)
+        return queries.count_taps(team, query, **options)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(views, "count_taps", counting)
+    return calls
 
 
 @pytest.fixture

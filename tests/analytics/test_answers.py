@@ -12,7 +12,7 @@ from django.db import connection
 from django.test import override_settings
 from rest_framework.test import APIClient
 
-from analytics import answers, queries, views
+from analytics import answers, queries
 from analytics.answers import Answer, cached_answer
 from teams.keys import IssuedKey
 from teams.models import Tag, Team
@@ -22,19 +22,6 @@ from tests.servers import free_port
 URL = "/v1/analytics/taps"
 ASKERS = 30
 YEAR = {"start": "2023-01-01", "end": "2023-12-31", "tz": "UTC"}
-
-
-@pytest.fixture
-def counted(monkeypatch: pytest.MonkeyPatch) -> list[queries.TapQuery]:
-    """The queries the views really count (the real ``count_taps`` runs)."""
-    calls: list[queries.TapQuery] = []
-
-    def counting(team: Team, query: queries.TapQuery, **options: object) -> queries.TapCounts:
-        calls.append(query)
-        return queries.count_taps(team, query, **options)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(views, "count_taps", counting)
-    return calls
 
 
 def total(api: APIClient, key: IssuedKey, **params: str) -> int:

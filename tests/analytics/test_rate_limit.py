@@ -11,11 +11,12 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
+import redis
 from pytest_django.fixtures import Settings as SettingsWrapper
 from rest_framework.test import APIClient
 
 from analytics import throttling
-from analytics.throttling import KeyRateThrottle, take
+from analytics.throttling import AnswerFound, AnswerLookup, KeyRateThrottle, take, take_and_look
 from teams.keys import IssuedKey, create_key
 from teams.models import Tag, Team
 from tests.burst import fire
@@ -150,6 +151,49 @@ def test_the_seed_post_shares_the_budget(
     assert seed.status_code == 200 and seed["X-RateLimit-Remaining"] == "1"
     assert get(api, read_key).status_code == 200
     assert get(api, read_key).status_code == 429
+
+
+def test_over_the_limit_even_a_bad_or_cached_request_gets_429(
+    api: APIClient,
+    read_key: IssuedKey,
+    limit: Callable[[str], None],
+    clock: Clock,
+    counted: list[object],
+) -> None:
+    limit("3/hour")
+    assert [get(api, read_key).status_code for _ in range(2)] == [200, 200]  # now cached
+    assert len(counted) == 1
+    assert get(api, read_key, "/v1/analytics/taps?start=2024-02-30").status_code == 400
+
+    bad = get(api, read_key, "/v1/analytics/taps?start=2024-02-30")
+    cached = get(api, read_key)
+    seed_bad = api.post(
+        "/v1/api/tap/analytics",
+        "{",
+        content_type="application/json",
+        HTTP_X_API_KEY=read_key.plaintext,
+    )
+
+    assert [bad.status_code, cached.status_code, seed_bad.status_code] == [429, 429, 429]
+    assert bad["Retry-After"] == cached["X-RateLimit-Reset"] == "3600"
+    assert len(counted) == 1
+
+
+def test_the_limits_round_trip_reads_the_answer_or_takes_its_lock(
+    redis_url: str, settings: SettingsWrapper
+) -> None:
+    settings.REDIS_URL = redis_url
+    lookup = AnswerLookup("taps:answer", "taps:answer:computing", 10)
+
+    def spend() -> tuple[bool, AnswerFound | None]:
+        budget, found = take_and_look("analytics:k", "3/hour", now=1_700_000_000.0, lookup=lookup)
+        return budget.allowed, found
+
+    assert spend() == (True, AnswerFound(locked=True, stored=None))
+    assert spend() == (True, AnswerFound(locked=False, stored=None))  # someone computes
+    redis.Redis.from_url(redis_url).set("taps:answer", b"stored")
+    assert spend() == (True, AnswerFound(locked=False, stored=b"stored"))
+    assert spend() == (False, None)  # over the limit: nothing read
 
 
 def test_usage_reports_the_budget_without_spending_it(
