@@ -39,8 +39,12 @@ class Tap(models.Model):
 
     class Meta:
         indexes = [
-            # minute queries, and per-team rollup checks, read raw taps by time
-            models.Index(fields=["team", "created_at"], name="tap_team_time"),
+            # Minute queries, a range's raw edges and per-team rollup checks sum raw taps
+            # by time: with ``count`` in the index they never visit the table, whose
+            # pages hold every team's taps (a day by minute at bench-10M read 280 table
+            # pages, 12-15 ms; from the index alone, 25-50 pages, 2-3.5 ms). SQLite
+            # ignores ``include``.
+            models.Index(fields=["team", "created_at"], name="tap_team_time", include=["count"]),
             # websocket resume reads a team's taps after a seq
             models.Index(fields=["team", "seq"], name="tap_team_seq"),
         ]
