@@ -23,7 +23,7 @@ import psycopg
 from django.conf import settings
 from django.db import connection
 from django.db.models import F, Sum
-from django.db.models.functions import Substr, Trunc
+from django.db.models.functions import Trunc
 from django.utils import timezone as django_timezone
 
 from analytics.models import ROLLUP_STEP, TagDay, TagRollup, Tap, TeamDay
@@ -35,6 +35,7 @@ from analytics.periods import (
     shift_years,
 )
 from analytics.rollup import QUARTERS_PER_DAY, quarter_of, taps_before_quarter, unpack_tag_cells
+from taps_project import sql
 from teams.models import Team
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -219,18 +220,20 @@ def _add_day_level(
     cuts = [low, *(bound for bound in bounds if low < bound < high), high]
     totals = [0] * ((last - first).days + 1)
     packed: dict[int, bytes | memoryview] = {}
-    rows = TeamDay.objects.filter(team=team, day__gte=first, day__lte=last)
     # Read only the running totals the cuts need: none when they fall on UTC midnights,
     # one per day when they share a quarter hour (a fixed offset such as +05:30).
     needed = {quarter_of(cut) for cut in cuts} - {0}
     only = needed.pop() if len(needed) == 1 else None
-    if only is not None:
-        rows = rows.annotate(part=Substr("quarters", 8 * (only - 1) + 1, 8))
-    fields = ("day", "taps") + (("part",) if only else ("quarters",) if needed else ())
-    for day, taps, *quarters in rows.values_list(*fields):
-        totals[(day - first).days] = taps
-        if quarters:
-            packed[(day - first).days] = quarters[0]
+    what = "slice" if only is not None else "all" if needed else "none"
+    params: list[Any] = [8 * (only - 1) + 1] if only is not None else []
+    params += [team.pk, connection.ops.adapt_datefield_value(first)]
+    params.append(connection.ops.adapt_datefield_value(last))
+    with connection.cursor() as cursor:
+        cursor.execute(_team_days_sql(what), params)
+        for day, taps, *quarters in cursor.fetchall():
+            totals[(day - first).days] = taps
+            if quarters:
+                packed[(day - first).days] = quarters[0]
     before_day = list(accumulate(totals, initial=0))
 
     def taps_before(instant: datetime) -> int:
@@ -248,6 +251,20 @@ def _add_day_level(
         sums[bucket] += before_next - before
         before = before_next
         bucket += 1
+
+
+@cache
+def _team_days_sql(quarters: Literal["none", "slice", "all"]) -> str:
+    """A team's day-level rows from one day to another, with no running totals, one
+    8-byte slice of them (its start the first parameter) or all of them. Composed once:
+    the ORM compiled the same query on every request, a tenth of a cold month's CPU."""
+    packed = sql.column(TeamDay, "quarters")
+    extra = {"none": "", "slice": f", substr({packed}, %s, 8)", "all": f", {packed}"}[quarters]
+    day = sql.column(TeamDay, "day")
+    return (
+        f"SELECT {day}, {sql.column(TeamDay, 'taps')}{extra} FROM {sql.table(TeamDay)} "
+        f"WHERE {sql.column(TeamDay, 'team')} = %s AND {day} >= %s AND {day} <= %s"
+    )
 
 
 def _bucket_index(bounds: Sequence[datetime], instant: datetime) -> int:
