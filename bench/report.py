@@ -226,7 +226,7 @@ def _size_section(size: dict[str, Any]) -> str:
         f"{team['taps']:,} of {team['all_taps']:,}.",
         "### Load (`load_taps` into an empty database)",
         table(
-            ["taps", "wall time", "taps/s", "peak RSS", "then VACUUM ANALYZE"],
+            ["taps", "wall time", "taps/s", "peak RSS", "then VACUUM ANALYZE, CHECKPOINT"],
             [
                 (
                     f"{load['taps']:,}",
