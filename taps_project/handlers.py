@@ -15,8 +15,8 @@ also starts a new thread for every request (``ThreadSensitiveContext``) and hops
 three more times (``request_started``, the response's ``close``); here a request's
 signals, chain and ``close`` run in one call on a thread of a fixed pool, as under a
 threaded WSGI server. Database connections are per thread and go back to the pool when
-``request_finished`` closes them, in the thread that used them; there are no more
-threads than the database pool has connections.
+``request_finished`` closes them, in the thread that used them; there are
+``TAPS_REQUEST_THREADS`` threads, fewer than the database pool has connections.
 """
 
 from concurrent.futures import ThreadPoolExecutor
@@ -37,7 +37,7 @@ class SyncChainASGIHandler(ASGIHandler):
         BaseHandler.__init__(self)
         self.load_middleware(is_async=False)
         self.threads = ThreadPoolExecutor(
-            max_workers=settings.TAPS_DB_POOL_SIZE, thread_name_prefix="request"
+            max_workers=settings.TAPS_REQUEST_THREADS, thread_name_prefix="request"
         )
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:

@@ -145,7 +145,7 @@ def test_a_request_finishes_in_its_own_thread_and_threads_are_reused() -> None:
         with override_settings(MIDDLEWARE=[*settings.MIDDLEWARE, f"{__name__}.RecordThread"]):
             handler = SyncChainASGIHandler()
             served = []
-            for _ in range(3 * settings.TAPS_DB_POOL_SIZE):
+            for _ in range(3 * settings.TAPS_REQUEST_THREADS):
                 SEEN.clear()
                 assert get(handler, "/v1/nope")["status"] == 404
                 served.append(SEEN["request"])
@@ -156,7 +156,7 @@ def test_a_request_finishes_in_its_own_thread_and_threads_are_reused() -> None:
         signals.request_finished.disconnect(note_thread)
 
     assert len(finished) == len(served)
-    assert len(set(served)) <= min(settings.TAPS_DB_POOL_SIZE, len(served) - 1)
+    assert len(set(served)) <= min(settings.TAPS_REQUEST_THREADS, len(served) - 1)
 
 
 def test_the_loaded_application_is_left_out_of_full_collections() -> None:

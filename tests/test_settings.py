@@ -105,6 +105,7 @@ def test_channels_redis_url_overrides_the_channel_layer_host(tmp_path: Path) -> 
         ({"TAPS_RATE_LIMIT": "100/fortnight"}, "TAPS_RATE_LIMIT must look like 100/hour"),
         ({"TAPS_RATE_LIMIT": "-1/hour"}, "TAPS_RATE_LIMIT must look like 100/hour"),
         ({"DATABASE_URL": "mysql://x@y/z", "SECRET_KEY": "k"}, "must be a PostgreSQL URL"),
+        ({"TAPS_REQUEST_THREADS": "12"}, "TAPS_REQUEST_THREADS (12) must not exceed"),
     ],
 )
 def test_a_bad_setting_stops_the_start_with_a_message(
