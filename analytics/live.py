@@ -100,16 +100,25 @@ def last_seq(team_id: int) -> int:
     return counter.first() or 0
 
 
-def publish_on_commit(ranges: Sequence[StoredRange], inline_limit: int) -> None:
-    """Push these ranges to their teams once the current transaction commits.
+# Taps a caller already holds, by team: exactly what a range stored, in seq order.
+KnownTaps = dict[int, list[TapMessage]]
+
+
+def publish_on_commit(
+    ranges: Sequence[StoredRange], inline_limit: int, known: KnownTaps | None = None
+) -> None:
+    """Push these ranges to their teams once the current transaction commits; a team's
+    taps come from ``known`` if there, else they are read back.
 
     ``robust``: should reading the taps back fail after the commit, Django logs it and the
     request still answers with what was stored; a push is never worth a 500.
     """
-    transaction.on_commit(partial(publish, list(ranges), inline_limit), robust=True)
+    transaction.on_commit(partial(publish, list(ranges), inline_limit, known), robust=True)
 
 
-def publish(ranges: Sequence[StoredRange], inline_limit: int) -> None:
+def publish(
+    ranges: Sequence[StoredRange], inline_limit: int, known: KnownTaps | None = None
+) -> None:
     """Send one message per team; a channel layer that is down is logged, not raised."""
     layer = get_channel_layer()
     if layer is None:
@@ -124,7 +133,10 @@ def publish(ranges: Sequence[StoredRange], inline_limit: int) -> None:
             "taps": None,
         }
         if stored.accepted <= inline_limit:
-            message["taps"], _ = taps_after(stored.team_id, stored.after, upto=stored.last)
+            taps = (known or {}).get(stored.team_id)
+            if taps is None:
+                taps, _ = taps_after(stored.team_id, stored.after, upto=stored.last)
+            message["taps"] = taps
         messages.append((stored, message))
     # One trip into async code for all teams: from sync code without an event loop (the
     # loader) each async_to_sync call starts a loop and a Redis connection of its own.

@@ -17,8 +17,9 @@ from django.core.management import call_command
 from django.db import transaction
 from django.utils import timezone
 
-from analytics.ingest import TapRow, stage_taps, store_staged_taps, store_taps
-from analytics.live import LIVE_INLINE_LIMIT, team_group
+from analytics import live
+from analytics.ingest import TapRow, ingest_taps, stage_taps, store_staged_taps, store_taps
+from analytics.live import LIVE_INLINE_LIMIT, taps_after, team_group
 from analytics.models import Tap
 from taps_project.asgi import application
 from teams.keys import IssuedKey, create_key, revoke_key
@@ -86,6 +87,53 @@ def test_a_stored_tap_arrives_with_its_seq(read_key: IssuedKey, tag: Tag) -> Non
         "at": "2024-03-01T12:00:00+00:00",
         "seq": Tap.objects.get(tap_id=42).seq,
     }
+
+
+@pytest.mark.parametrize("repeat_a_stored_id", [False, True])
+def test_an_ingested_batch_arrives_exactly_as_stored(
+    read_key: IssuedKey,
+    tag: Tag,
+    team: Team,
+    repeat_a_stored_id: bool,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The push of an ingest batch is built from the request's own rows when every row
+    # was stored, and read back from the database otherwise: the same messages either way.
+    store_taps(rows(1, 2, uid=tag.uid))
+    batch = [
+        TapRow(10 + n, tag.uid, n + 1, WHEN + timedelta(microseconds=7 * n), line=n)
+        for n in range(5)
+    ]
+    if repeat_a_stored_id:
+        batch[2] = TapRow(2, tag.uid, 9, WHEN, line=2)
+    else:
+
+        def not_read_back(*args: object, **kwargs: object) -> None:
+            raise AssertionError("a fully stored batch is pushed without reading it back")
+
+        monkeypatch.setattr(live, "taps_after", not_read_back)
+
+    async def scenario() -> list[dict[str, Any]]:
+        socket, _ = await authed(read_key)
+        await database_sync_to_async(ingest_taps)(team.pk, batch)
+        received = [
+            await socket.receive_json_from(timeout=5) for _ in range(4 + (not repeat_a_stored_id))
+        ]
+        await socket.disconnect()
+        return received
+
+    received = run(scenario)
+    monkeypatch.undo()
+    stored, more = taps_after(team.pk, 2)
+    assert received == stored and not more
+    assert [tap["id"] for tap in received] == [
+        10,
+        11,
+        *([] if repeat_a_stored_id else [12]),
+        13,
+        14,
+    ]
+    assert received[-1]["at"] == (WHEN + timedelta(microseconds=28)).isoformat()
 
 
 def close_code_after(first_message: Any) -> int:
