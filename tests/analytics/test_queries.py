@@ -8,7 +8,8 @@ from zoneinfo import ZoneInfo
 
 import numpy as np
 import pytest
-from django.db import transaction
+from django.db import connection, transaction
+from django.test.utils import CaptureQueriesContext
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
@@ -490,3 +491,30 @@ def test_tag_cells_sum_by_tag_whatever_their_order(cells: list[tuple[int, int, i
     assert grid.sums_by_tag(shown, 4) == {
         tag: [expected[tag, bucket] for bucket in range(4)] for tag in shown
     }
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("grouped", [False, True])
+def test_chosen_tags_are_read_from_the_tag_rollup_not_from_every_tags_day_cells(
+    grouped: bool,
+) -> None:
+    # The day level holds every tag's cells: a year for one busy tag read 365 rows of
+    # about 100 KB each at bench-10M. Chosen tags are read by the tag rollup's key.
+    team = store_for_new_team(
+        [TapRow(n + 1, 501 + n % 2, 1, datetime(2024, 3, 1, n, tzinfo=UTC)) for n in range(10)]
+    )
+    query = TapQuery(
+        start=Endpoint(day=date(2024, 1, 1)),
+        end=Endpoint(day=date(2024, 12, 31)),
+        zone=ZoneInfo("Asia/Kolkata"),
+        tags=(501,),
+        group_by_tag=grouped,
+    )
+
+    with CaptureQueriesContext(connection) as statements:
+        counts = count_taps(team, query)
+
+    assert counts.total == 5
+    tables = " ".join(statement["sql"] for statement in statements)
+    assert "analytics_tagrollup" in tables
+    assert "analytics_tagday" not in tables
