@@ -179,7 +179,7 @@ def run_size(size: Size, options: Options, profile: Profile, port: int) -> dict[
         say(f"{size.label}: serving on port {port}")
         with serve(env, port=port, log=logs / "server.log") as server:
             say(f"{size.label}: latency ({len(measure.LATENCY_QUERIES)} queries, then baseline)")
-            result["latency"] = measure.latency(server, read_key, profile)
+            result["latency"] = measure.latency(server, read_key, profile, tag=tags[0])
             result["repeated"] = measure.repeated(server, read_key, profile)
             say(f"{size.label}: throughput")
             result["throughput"] = measure.throughput(server, read_key, profile)

@@ -24,10 +24,17 @@ WARM_UP_SECONDS = 1
 
 
 def analytics_args(
-    query: Query, *, baseline: bool, stride: int, limit: int, fixed: bool, threads: int
+    query: Query,
+    *,
+    baseline: bool,
+    stride: int,
+    limit: int,
+    fixed: bool,
+    threads: int,
+    tag: int | None = None,
 ) -> list[str]:
     return [
-        *query.wrk_args(baseline=baseline),
+        *query.wrk_args(baseline=baseline, tag=tag),
         str(stride),
         str(limit),
         "1" if fixed else "0",
@@ -36,7 +43,13 @@ def analytics_args(
 
 
 def cold(
-    server: Server, key: str, query: Query, profile: Profile, *, baseline: bool
+    server: Server,
+    key: str,
+    query: Query,
+    profile: Profile,
+    *,
+    baseline: bool,
+    tag: int | None = None,
 ) -> dict[str, Any]:
     """One connection, one request at a time, each on a new range. The baseline makes
     fewer requests spread over the same ranges (a larger stride)."""
@@ -46,13 +59,13 @@ def cold(
     else:
         requests, seconds, stride = profile.latency_requests, profile.latency_seconds, 1
     args = analytics_args(
-        query, baseline=baseline, stride=stride, limit=requests, fixed=False, threads=1
+        query, baseline=baseline, stride=stride, limit=requests, fixed=False, threads=1, tag=tag
     )
     figures = run_wrk(server.base_url, "analytics.lua", args, Load(1, 1, seconds, seconds), key=key)
     return {**figures, "stride": stride}
 
 
-def warm_up(server: Server, key: str) -> None:
+def warm_up(server: Server, key: str, tag: int | None = None) -> None:
     """Every query shape for a second from 8 connections, on ranges two years before the
     measured ones (their answers are never asked again): each worker's request threads
     open their database connections and fill the label caches, which the first measured
@@ -60,20 +73,26 @@ def warm_up(server: Server, key: str) -> None:
     load = Load(2, 8, WARM_UP_SECONDS, timeout=10)
     for query in LATENCY_QUERIES:
         earlier = replace(query, base=query.base - timedelta(days=730))
-        args = analytics_args(earlier, baseline=False, stride=1, limit=0, fixed=False, threads=2)
+        args = analytics_args(
+            earlier, baseline=False, stride=1, limit=0, fixed=False, threads=2, tag=tag
+        )
         run_wrk(server.base_url, "analytics.lua", args, load, key=key)
 
 
-def latency(server: Server, key: str, profile: Profile) -> list[dict[str, Any]]:
-    warm_up(server, key)
+def latency(
+    server: Server, key: str, profile: Profile, *, tag: int | None = None
+) -> list[dict[str, Any]]:
+    """Every query of LATENCY_QUERIES, cold; ``tag`` is the team's tag the one-tag
+    queries filter by."""
+    warm_up(server, key, tag)
     measured = []
     for query in LATENCY_QUERIES:
-        rollup = cold(server, key, query, profile, baseline=False)
+        rollup = cold(server, key, query, profile, baseline=False, tag=tag)
         measured.append({"query": query.slug, "title": query.title, "rollup": rollup})
     # The baseline after all rollup queries: its raw-table scans fill the page cache,
     # which would flatter the rollup's cold figures had they come after.
     for entry, query in zip(measured, LATENCY_QUERIES, strict=True):
-        entry["baseline"] = cold(server, key, query, profile, baseline=True)
+        entry["baseline"] = cold(server, key, query, profile, baseline=True, tag=tag)
     return measured
 
 

@@ -23,8 +23,9 @@ class Query:
     base: date  # the first request's start date; later ones start later
     group_by_tag: bool = False
     seed: bool = False  # the seed-compatible POST instead of the GET
+    one_tag: bool = False  # filtered by one of the team's tags (``tag`` of wrk_args)
 
-    def wrk_args(self, *, baseline: bool) -> list[str]:
+    def wrk_args(self, *, baseline: bool, tag: int | None = None) -> list[str]:
         """The request part of bench/wrk/analytics.lua's arguments (the key goes in the
         environment, out of the process list)."""
         if self.seed:
@@ -33,6 +34,10 @@ class Query:
             method, path = "GET", BASELINE_PATH if baseline else ANALYTICS_PATH
         base = int(datetime(self.base.year, self.base.month, self.base.day, tzinfo=UTC).timestamp())
         extra = "&group_by=tag" if self.group_by_tag else ""
+        if self.one_tag:
+            if tag is None:
+                raise ValueError(f"{self.slug} needs a tag of the team")
+            extra += f"&tag={tag}"
         return [method, path, self.interval, self.tz, str(base), str(self.days), extra]
 
 
@@ -67,6 +72,11 @@ LATENCY_QUERIES: list[Query] = [
         31,
         date(2023, 1, 1),
         group_by_tag=True,
+    ),
+    # Not in issue 5's list: a tag filter reads the tag rollup by its key, and a year for
+    # one tag once took 120-200 ms at bench-10M by another path.
+    *_per_zone(
+        "one-tag-year-day", "a year by day, one tag", "day", 365, date(2022, 12, 1), one_tag=True
     ),
     Query(
         "seed-year-week",

@@ -81,7 +81,14 @@ def test_queries_switch_to_the_baseline_routes() -> None:
     assert seed.wrk_args(baseline=True)[:2] == ["POST", "/bench/baseline/seed"]
     grouped = [query for query in LATENCY_QUERIES if query.group_by_tag]
     assert {query.wrk_args(baseline=False)[-1] for query in grouped} == {"&group_by=tag"}
-    assert len({query.slug for query in LATENCY_QUERIES}) == len(LATENCY_QUERIES) == 11
+    one_tag = [query for query in LATENCY_QUERIES if query.one_tag]
+    assert {query.wrk_args(baseline=False, tag=7)[-1] for query in one_tag} == {"&tag=7"}
+    assert {query.wrk_args(baseline=True, tag=7)[1] for query in one_tag} == {
+        "/bench/baseline/taps"
+    }
+    with pytest.raises(ValueError, match="needs a tag"):
+        one_tag[0].wrk_args(baseline=False)
+    assert len({query.slug for query in LATENCY_QUERIES}) == len(LATENCY_QUERIES) == 13
 
 
 def http(p50: float, p95: float, p99: float, *, requests: int = 300, rps: float = 10.0,
