@@ -6,11 +6,14 @@ import re
 import subprocess
 import sys
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 
+from bench import cpu
 from bench.errors import BenchError
 from bench.scenarios import LATENCY_QUERIES, REPEATED_QUERY, THROUGHPUT_QUERY, Profile, Query
 from bench.server import ROOT, Server, connections_per_worker, rss_bytes
@@ -114,15 +117,28 @@ def throughput(server: Server, key: str, profile: Profile) -> dict[str, dict[str
         args = analytics_args(
             THROUGHPUT_QUERY, baseline=False, stride=1, limit=0, fixed=fixed, threads=2
         )
-        measured[name] = run_wrk(server.base_url, "analytics.lua", args, load, key=key)
+        measured[name] = with_cpu(
+            server, partial(run_wrk, server.base_url, "analytics.lua", args, load, key=key)
+        )
     return measured
+
+
+def with_cpu(server: Server, measure: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """``measure()``'s wrk figures, with the CPU each part of the machine spent per request."""
+    before = cpu.snapshot(server.worker_pids())
+    figures = measure()
+    after = cpu.snapshot(server.worker_pids())
+    figures["cpu"] = cpu.spent(
+        before, after, requests=figures["requests"], seconds=figures["seconds"]
+    )
+    return figures
 
 
 def ingest(server: Server, key: str, tags: list[int], profile: Profile) -> dict[str, Any]:
     clients = profile.ingest_clients
     load = Load(clients, clients, profile.ingest_seconds, timeout=30)
     args = [",".join(map(str, tags)), str(profile.ingest_batch), str(INGEST_ID_BASE)]
-    figures = run_wrk(server.base_url, "ingest.lua", args, load, key=key)
+    figures = with_cpu(server, partial(run_wrk, server.base_url, "ingest.lua", args, load, key=key))
     stored = figures["requests"] - figures["non2xx"]
     rate = profile.ingest_batch * stored / figures["seconds"] if figures["seconds"] else 0.0
     return {**figures, "batch": profile.ingest_batch, "taps_per_second": rate}

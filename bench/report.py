@@ -4,6 +4,7 @@ the Markdown can be tested without running anything."""
 from collections.abc import Sequence
 from typing import Any
 
+from bench import cpu
 from bench.figures import ratio
 
 MB = 1_000_000
@@ -44,6 +45,13 @@ def _latency(figures: dict[str, Any] | None, name: str) -> float | None:
         return None
     value: float = figures["latency_ms"][name]
     return value
+
+
+def _cpu_cells(figures: dict[str, Any]) -> list[str]:
+    spent = figures.get("cpu")
+    if spent is None:  # a run from before the harness measured it
+        return ["–"] * (len(cpu.PARTS) + 1)
+    return [number(spent[f"{part}_us"]) for part in cpu.PARTS] + [f"{spent['busy_cores']:.2f}"]
 
 
 def _at_most(value: float | None, limit: float) -> bool | None:
@@ -329,6 +337,23 @@ def _size_section(size: dict[str, Any]) -> str:
                     ms(_latency(size["ingest"], "p99")),
                     size["ingest"]["non2xx"],
                     size["ingest"]["socket_errors"],
+                )
+            ],
+        ),
+        "### CPU per request at saturation (µs)",
+        "CPU time each part of the machine spent during the measurement (from /proc), over "
+        "the requests served. Busy: how many of the machine's cores were in use on average. "
+        "Other: the kernel's interrupts and whatever else ran.",
+        table(
+            ["workload", *cpu.PARTS, "busy"],
+            [
+                (workload, *_cpu_cells(figures))
+                for workload, figures in (
+                    *(
+                        (f"{name} month-by-day queries", figures)
+                        for name, figures in size["throughput"].items()
+                    ),
+                    (f"ingest, {size['ingest']['batch']} taps a request", size["ingest"]),
                 )
             ],
         ),

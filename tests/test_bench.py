@@ -3,6 +3,8 @@ baseline endpoint it serves beside the real one. The harness itself runs in CI a
 ``python -m bench run --sizes 100k --quick``; nothing here times anything."""
 
 import copy
+import os
+import time
 from typing import Any
 
 import pytest
@@ -10,6 +12,7 @@ from django.http import QueryDict
 from django.test import Client
 
 from analytics.filters import read_tap_query
+from bench import cpu
 from bench.baseline import trunc_sum
 from bench.cli import parse_options
 from bench.figures import parse_sizes, percentile, ratio, summarize
@@ -38,6 +41,36 @@ def test_the_command_line_refuses_a_database_prefix_postgres_would_need_quoted()
     assert parse_options(["run", "--db-prefix", "bench_h_"]).db_prefix == "bench_h_"
     with pytest.raises(SystemExit):
         parse_options(["run", "--db-prefix", "Bench-"])
+
+
+def test_cpu_per_request_divides_each_part_by_the_requests() -> None:
+    before = cpu.Snapshot(busy=10.0, parts={**dict.fromkeys(cpu.PARTS, 1.0), "redis": 2.0})
+    after = cpu.Snapshot(
+        busy=13.0,
+        parts={"service": 2.5, "postgresql": 1.5, "redis": 2.1, "load generator": 1.4, "other": 0},
+    )
+    spent = cpu.spent(before, after, requests=1000, seconds=2.0)
+    assert spent == pytest.approx(
+        {"service_us": 1500, "postgresql_us": 500, "redis_us": 100, "load generator_us": 400,
+         "other_us": 500, "busy_cores": 1.5}
+    )  # fmt: skip
+    assert cpu.spent(before, before, requests=0, seconds=0)["service_us"] == 0
+
+
+def test_a_cpu_snapshot_counts_the_service_processes_it_is_given() -> None:
+    def burn() -> float:
+        deadline = time.process_time() + 0.2
+        while time.process_time() < deadline:
+            pass
+        return time.process_time()
+
+    before = cpu.snapshot([os.getpid()])
+    burn()
+    after = cpu.snapshot([os.getpid()])
+    elsewhere = cpu.snapshot([])
+    assert after.parts["service"] - before.parts["service"] >= 0.15
+    assert elsewhere.parts["service"] == 0
+    assert after.busy - before.busy >= 0.15
 
 
 def test_percentiles_are_nearest_rank_samples() -> None:
@@ -122,7 +155,9 @@ def size_figures(*, scale: float = 1.0) -> dict[str, Any]:
         "latency": latency,
         "repeated": {**http(1.5, 1.8, 2.5), "title": REPEATED_QUERY.title},
         "throughput": {"distinct": http(50, 80, 90, rps=600.0),
-                       "repeated": http(20, 30, 40, rps=1200.0)},
+                       "repeated": {**http(20, 30, 40, rps=1200.0), "cpu": {
+                           "service_us": 1210.4, "postgresql_us": 180.0, "redis_us": 45.5,
+                           "load generator_us": 100.0, "other_us": 30.0, "busy_cores": 1.97}}},
         "ingest": {**http(400, 700, 800, requests=20), "batch": 1000,
                    "taps_per_second": 9_000.0},
         "live": {"sockets": 500, "per_worker_text": "260 + 240", "taps_stored": 200,
@@ -167,6 +202,9 @@ def test_the_report_tabulates_the_run() -> None:
         "| 0 | 0 | 25% |" in text
     )
     assert "| after them, to the end | – | 0 | 2 |" in text
+    assert "| repeated month-by-day queries | 1,210 | 180 | 46 | 100 | 30 | 1.97 |" in text
+    # runs from before the harness measured CPU render as such, not as zero
+    assert "| distinct month-by-day queries | – | – | – | – | – | – |" in text
     assert "Smoke run" not in text
     assert "## Growth" not in text
 
