@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeGuard
 
 import redis
 from django.conf import settings
@@ -73,7 +73,7 @@ def answer_key(team_id: int, version: int, question: str) -> str:
     return f"answer{ANSWER_FORMAT}:{team_id}:{version}:{digest}"
 
 
-def _usable(entry: object, as_of: datetime) -> bool:
+def _usable(entry: object, as_of: datetime) -> TypeGuard[Answer]:
     return isinstance(entry, Answer) and (entry.valid_until is None or as_of < entry.valid_until)
 
 
@@ -170,7 +170,7 @@ class _Cache:
 FirstLook = Callable[[AnswerLookup | None], AnswerFound | None]
 
 
-def cached_answer(
+def cached(
     team_id: int,
     question: str,
     as_of: datetime,
@@ -178,8 +178,8 @@ def cached_answer(
     *,
     version: int | None = None,
     first_look: FirstLook | None = None,
-) -> Any:
-    """The body ``compute`` gives for ``question`` (a canonical description of the query),
+) -> Answer:
+    """The answer ``compute`` gives for ``question`` (a canonical description of the query),
     from the cache when the team has stored nothing since it was computed.
 
     ``version`` is the team's write version read at or after ``as_of`` (requests have it
@@ -198,7 +198,7 @@ def cached_answer(
     else:
         locked, entry = found.locked, _loaded(found.stored)
     if _usable(entry, as_of):
-        return entry.body
+        return entry
     deadline = time.monotonic() + COMPUTE_SECONDS
     while not locked:
         # A failing cache lets every request compute (as if it held the lock).
@@ -207,11 +207,11 @@ def cached_answer(
         if _usable(entry, as_of):
             if locked:
                 _Cache.call("unlock", lock)
-            return entry.body
+            return entry
         if locked:
             break
         if time.monotonic() > deadline:
-            return compute().body
+            return compute()
         time.sleep(WAIT_STEP_SECONDS)
     try:
         answer = compute()
@@ -219,7 +219,7 @@ def cached_answer(
         _Cache.call("unlock", lock)
         raise
     _Cache.call("put", key, lock, answer)
-    return answer.body
+    return answer
 
 
 def reset_local_state() -> None:

@@ -65,6 +65,33 @@ end
 return {allowed, used, oldest}
 """
 
+# KEYS[1]: the key's sorted set, KEYS[2]: a replay (``analytics.shortcut``), which starts
+# with the millisecond it stops being valid (16 digits, 0: never). ARGV: now (ms), window
+# (ms), limit, member. Spends a slot only if the replay is there, still valid, and the key
+# is under its limit: returns {used, oldest, replay}. Otherwise it changes nothing and
+# returns {}: the request goes on to Django, which spends (or refuses) the slot itself.
+SPEND_IF_REPLAYED = """
+local replay = redis.call('GET', KEYS[2])
+if not replay then
+    return {}
+end
+local now = tonumber(ARGV[1])
+local valid_until = tonumber(string.sub(replay, 1, 16))
+if valid_until > 0 and now >= valid_until then
+    return {}
+end
+local window = tonumber(ARGV[2])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
+local used = redis.call('ZCARD', KEYS[1])
+if used >= tonumber(ARGV[3]) then
+    return {}
+end
+redis.call('ZADD', KEYS[1], now, ARGV[4])
+redis.call('PEXPIRE', KEYS[1], window)
+local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+return {used + 1, oldest[2], replay}
+"""
+
 
 def parse_rate(rate: str) -> tuple[int, int]:
     """``100/hour`` -> (100, 3600)."""
@@ -142,6 +169,19 @@ class RedisWindow:
     def __init__(self, url: str) -> None:
         client = redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=1)
         self._script = client.register_script(SLIDING_WINDOW)
+        self._replay_script = client.register_script(SPEND_IF_REPLAYED)
+
+    def take_if_replayed(
+        self, name: str, limit: int, window: int, now_ms: float, replay_key: str
+    ) -> tuple[Budget, bytes] | None:
+        member = f"{now_ms}:{uuid.uuid4().hex}"
+        found = self._replay_script(
+            keys=[f"taps:ratelimit:{name}", replay_key], args=[now_ms, window * 1000, limit, member]
+        )
+        if not found:
+            return None
+        used, oldest, replay = found
+        return _budget(True, int(used), float(oldest), now_ms, limit, window), replay
 
     def take(
         self,
@@ -191,7 +231,6 @@ def take_and_look(
     """``take``, and if the slot is granted, ``lookup`` in the same Redis round trip. The
     second item is None when nothing was looked up: no lookup, no slot, or no Redis (the
     process's own window was used)."""
-    global _redis_down_until
     limit, window = parse_rate(rate)
     now_ms = now * 1000
     url = settings.REDIS_URL
@@ -201,13 +240,35 @@ def take_and_look(
                 name, limit, window, now_ms, record=record, lookup=lookup
             )
         except redis.exceptions.RedisError as error:
-            _redis_down_until = time.monotonic() + REDIS_RETRY_SECONDS
-            logger.warning(
-                "Rate limiter cannot reach Redis (%s); limiting per process for %.0f s",
-                type(error).__name__,
-                REDIS_RETRY_SECONDS,
-            )
+            _redis_failed(error)
     return _local.take(name, limit, window, now_ms, record=record), None
+
+
+def take_if_replayed(
+    name: str, rate: str, *, now: float, replay_key: str
+) -> tuple[Budget, bytes] | None:
+    """Spend a slot of ``rate`` for ``name`` only if the replay under ``replay_key`` is in
+    Redis and valid at ``now``, and the slot is free: the budget and the replay, or None
+    (nothing spent; also without Redis, or while it is unreachable)."""
+    url = settings.REDIS_URL
+    if not url or time.monotonic() < _redis_down_until:
+        return None
+    limit, window = parse_rate(rate)
+    try:
+        return _redis_window(url).take_if_replayed(name, limit, window, now * 1000, replay_key)
+    except redis.exceptions.RedisError as error:
+        _redis_failed(error)
+        return None
+
+
+def _redis_failed(error: redis.exceptions.RedisError) -> None:
+    global _redis_down_until
+    _redis_down_until = time.monotonic() + REDIS_RETRY_SECONDS
+    logger.warning(
+        "Rate limiter cannot reach Redis (%s); limiting per process for %.0f s",
+        type(error).__name__,
+        REDIS_RETRY_SECONDS,
+    )
 
 
 def reset_local_state() -> None:
@@ -246,6 +307,16 @@ class KeyRateThrottle(BaseThrottle):
             getattr(settings, cls.rate_setting),
             now=cls.timer(),
             lookup=lookup,
+        )
+
+    @classmethod
+    def spend_if_replayed(cls, key_prefix: str, replay_key: str) -> tuple[Budget, bytes] | None:
+        """Spend one of the key's slots if the replay is there (``take_if_replayed``)."""
+        return take_if_replayed(
+            f"{cls.budget_name}:{key_prefix}",
+            getattr(settings, cls.rate_setting),
+            now=cls.timer(),
+            replay_key=replay_key,
         )
 
     def wait(self) -> float:

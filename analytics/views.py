@@ -19,9 +19,10 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from analytics import schema
-from analytics.answers import Answer, cached_answer
-from analytics.filters import read_tap_query, seed_tap_query
+from analytics.answers import Answer, cached
+from analytics.filters import read_tap_query, seed_tap_query, team_zone
 from analytics.queries import Period, TapCounts, TapQuery, compared_query, count_taps
+from analytics.rendered import Replayable, json_bytes, tap_counts_json
 from analytics.throttling import RateLimitHeadersMixin, SpendWithAnswerLookupMixin, budget_of
 from teams.auth import TeamAuth
 from teams.models import Team
@@ -59,11 +60,6 @@ class JSONErrorsMixin:
         return super().finalize_response(request, response, *args, **kwargs)  # type: ignore[misc]
 
 
-def _json(data: Any) -> bytes:
-    """JSON as DRF's ``JSONRenderer`` writes it by default: compact, UTF-8, no NaN."""
-    return json.dumps(data, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
-
-
 def _results(periods: list[Period]) -> str:
     # Written out rather than through dictionaries and json: thousands of buckets are
     # most of a long answer's cost, and labels and numbers need no escaping.
@@ -98,7 +94,7 @@ class CountedJSON:
         rest_bytes = rest.encode()
         if compared is not None:
             name, earlier = compared
-            rest_bytes += b',"compare":{"range":' + _json(name) + b"," + earlier.range
+            rest_bytes += b',"compare":{"range":' + json_bytes(name) + b"," + earlier.range
             rest_bytes += b"," + earlier.rest + b"}"
         return cls(range_.encode(), rest_bytes)
 
@@ -154,7 +150,7 @@ class TapAnalyticsViewSet(
             return Answer(counted, _earliest(counts.valid_until, earlier.valid_until))
 
         question = repr(("taps", wanted.query, wanted.compare))
-        counted: CountedJSON = cached_answer(
+        answer = cached(
             team.id,
             question,
             as_of,
@@ -162,17 +158,27 @@ class TapAnalyticsViewSet(
             version=auth.team_write_version,
             first_look=self.spend_and_look,
         )
+        counted: CountedJSON = answer.body
         if not isinstance(request.accepted_renderer, JSONRenderer):
             return Response(tap_counts_payload(team, wanted.query, counted.as_dict(), as_of))
         # JSON goes out as the cached bytes, with this request's own members around them.
-        head = {
-            "team": {"id": team.id, "name": team.name},
-            "interval": str(wanted.query.interval),
-            "tz": wanted.query.zone.key,
-        }
-        as_of_member = _json({"as_of": as_of.isoformat(timespec="microseconds")})[1:-1]
-        content = b",".join((_json(head)[:-1], counted.range, as_of_member, counted.rest))
-        return HttpResponse(content + b"}", content_type=JSONRenderer.media_type)
+        query = wanted.query
+        head = json_bytes({"interval": str(query.interval), "tz": query.zone.key})[1:-1]
+        before_as_of = head + b"," + counted.range
+        content = tap_counts_json(team.id, team.name, before_as_of, as_of, counted.rest)
+        response = HttpResponse(content, content_type=JSONRenderer.media_type)
+        if not query.tags:
+            # A tag filter is checked against the team's tags on every request (a tag may
+            # have moved since), which a replay would skip.
+            response.replayable = Replayable(  # type: ignore[attr-defined]
+                team.id,
+                auth.team_write_version,
+                team_zone(team).key,
+                before_as_of,
+                counted.rest,
+                answer.valid_until,
+            )
+        return response
 
 
 class SeedTapAnalyticsView(
@@ -191,16 +197,16 @@ class SeedTapAnalyticsView(
             data = [
                 {"period": period.label, "total_count": period.taps} for period in counts.periods
             ]
-            return Answer(_json({"message": "Successful", "data": data}), counts.valid_until)
+            return Answer(json_bytes({"message": "Successful", "data": data}), counts.valid_until)
 
-        content = cached_answer(
+        content = cached(
             auth.team.id,
             repr(("seed", query)),
             as_of,
             compute,
             version=auth.team_write_version,
             first_look=self.spend_and_look,
-        )
+        ).body
         return HttpResponse(content, content_type=JSONRenderer.media_type)
 
 

@@ -37,10 +37,15 @@ class TeamAuth:
 
 
 def presented_key(request: Request) -> str | None:
-    header = request.META.get("HTTP_X_API_KEY")
-    if header is not None:
-        return header.strip()
-    authorization = request.META.get("HTTP_AUTHORIZATION", "")
+    return key_in_headers(
+        request.META.get("HTTP_X_API_KEY"), request.META.get("HTTP_AUTHORIZATION", "")
+    )
+
+
+def key_in_headers(x_api_key: str | None, authorization: str) -> str | None:
+    """The key sent in ``X-Api-Key`` or, without that header, in ``Authorization``."""
+    if x_api_key is not None:
+        return x_api_key.strip()
     scheme, _, credentials = authorization.partition(" ")
     if scheme.lower() == AUTH_SCHEME.lower():
         return credentials.strip()

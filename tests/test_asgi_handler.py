@@ -18,6 +18,7 @@ from django.test import override_settings
 
 from taps_project.asgi import django_http
 from taps_project.handlers import SyncChainASGIHandler
+from tests.asgi_client import get
 
 SEEN: dict[str, int] = {}
 
@@ -33,52 +34,6 @@ class RecordThread:
         response = self.get_response(request)
         SEEN["response"] = threading.get_ident()
         return response
-
-
-def get(app: Any, path: str, headers: list[tuple[bytes, bytes]] | None = None) -> dict[str, Any]:
-    """Drive the ASGI app once; the status, headers and body it sent."""
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "GET",
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "query_string": b"",
-        "root_path": "",
-        "headers": [(b"host", b"localhost"), *(headers or [])],
-        "client": ("127.0.0.1", 5000),
-        "server": ("127.0.0.1", 8000),
-    }
-    sent: list[dict[str, Any]] = []
-
-    async def run() -> int:
-        received = False
-
-        async def receive() -> dict[str, Any]:
-            nonlocal received
-            if not received:
-                received = True
-                return {"type": "http.request", "body": b"", "more_body": False}
-            await asyncio.Event().wait()  # no disconnect while the request is served
-            raise AssertionError("unreachable")
-
-        async def send(message: dict[str, Any]) -> None:
-            sent.append(message)
-
-        await app(scope, receive, send)
-        return threading.get_ident()
-
-    loop_thread = asyncio.run(run())
-    start = sent[0]
-    body = b"".join(message.get("body", b"") for message in sent[1:])
-    return {
-        "status": start["status"],
-        "headers": start["headers"],
-        "body": body,
-        "loop_thread": loop_thread,
-    }
 
 
 def test_the_project_serves_http_with_the_one_hop_handler() -> None:

@@ -13,7 +13,7 @@ from django.test import override_settings
 from rest_framework.test import APIClient
 
 from analytics import answers, queries
-from analytics.answers import Answer, cached_answer
+from analytics.answers import Answer, cached
 from teams.keys import IssuedKey
 from teams.models import Tag, Team
 from tests.conftest import add_taps
@@ -103,9 +103,9 @@ def test_a_cached_answer_past_its_validity_is_computed_again(team: Team) -> None
         computed.append(1)
         return Answer(len(computed), valid_until=as_of + timedelta(hours=1))
 
-    assert cached_answer(team.id, "q", as_of, compute) == 1
-    assert cached_answer(team.id, "q", as_of + timedelta(minutes=59), compute) == 1
-    assert cached_answer(team.id, "q", as_of + timedelta(hours=1), compute) == 2
+    assert cached(team.id, "q", as_of, compute).body == 1
+    assert cached(team.id, "q", as_of + timedelta(minutes=59), compute).body == 1
+    assert cached(team.id, "q", as_of + timedelta(hours=1), compute).body == 2
 
 
 @pytest.mark.django_db(transaction=True)
@@ -122,7 +122,7 @@ def test_identical_concurrent_requests_compute_the_answer_once(team: Team) -> No
 
     def ask() -> None:
         try:
-            results.append(cached_answer(team.id, "the same", datetime.now(UTC), compute))
+            results.append(cached(team.id, "the same", datetime.now(UTC), compute).body)
         finally:
             connection.close()  # back to the pool, which has fewer connections than askers
 
