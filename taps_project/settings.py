@@ -173,6 +173,9 @@ TEMPLATES = [
     },
 ]
 
+# psycopg prepares a statement after this many executions, or at once when asked.
+PREPARE_ONLY_WHEN_ASKED = 2**31 - 1
+
 if DATABASE_URL:
     DATABASES = {
         # No health checks of Django's: the backend checks a pooled connection before
@@ -198,6 +201,11 @@ if DATABASE_URL:
     # (one per thread) pile up: 150 concurrent requests in one worker exhausted
     # PostgreSQL's 100 connections. A pool per worker process bounds them; requests
     # beyond it wait for a connection instead of failing.
+    # Django turns psycopg's prepared statements off (for poolers such as PgBouncer in
+    # transaction mode; here each worker has its own pool). This keeps automatic
+    # preparation off but lets a statement run with ``prepare=True`` be prepared: the
+    # key's statement, which every API request runs (``teams.keys``).
+    options["prepare_threshold"] = PREPARE_ONLY_WHEN_ASKED
     options["pool"] = {
         "min_size": 1,
         "max_size": TAPS_DB_POOL_SIZE,

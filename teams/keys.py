@@ -5,12 +5,14 @@ Lookups read the database on every request, so a revocation or an expiry takes e
 the very next request in every worker.
 """
 
+import time
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cache
 from typing import Any, cast
 
+import psycopg
 from django.apps import apps
 from django.db import connection, models, transaction
 from django.utils import timezone
@@ -136,15 +138,42 @@ def _model_from_row(model: type[models.Model], values: Sequence[Any]) -> Any:
 
 def _key_with_team(prefix: str) -> tuple[TeamAPIKey, int] | None:
     """The key with its team, and the team's write version."""
-    with connection.cursor() as cursor:
-        cursor.execute(_key_lookup_sql(), [prefix])
-        row = cursor.fetchone()
+    if connection.vendor == "postgresql":
+        row = _prepared_row(_key_lookup_sql(), [prefix])
+    else:
+        with connection.cursor() as cursor:
+            cursor.execute(_key_lookup_sql(), [prefix])
+            row = cursor.fetchone()
     if row is None:
         return None
     split = len(TeamAPIKey._meta.concrete_fields)
     api_key = _model_from_row(TeamAPIKey, row[:split])
     api_key.team = _model_from_row(Team, row[split:-1])
     return cast(TeamAPIKey, api_key), int(row[-1])
+
+
+def _prepared_row(statement: str, params: Sequence[Any]) -> Any:
+    """The first row of a statement run as a prepared statement of this connection.
+
+    Django's cursors bind parameters on the client, so PostgreSQL parses and plans every
+    statement anew: 170-200 us of its CPU for the key's statement, which every API request
+    runs, against 66-68 us prepared (measured at bench-1M). The connection's own type
+    adapters still apply, and its errors are Django's, as through Django's cursor.
+    """
+    connection.ensure_connection()
+    started = time.monotonic()
+    with connection.wrap_database_errors:
+        with psycopg.Cursor(connection.connection) as cursor:
+            cursor.execute(statement, params, prepare=True)
+            row = cursor.fetchone()
+    if connection.queries_logged:  # as Django's debug cursor does, for query counts
+        connection.queries_log.append(
+            {
+                "sql": statement % tuple(map(repr, params)),
+                "time": f"{time.monotonic() - started:.3f}",
+            }
+        )
+    return row
 
 
 def usable_key_ids(key_ids: Collection[str], *, now: datetime | None = None) -> set[str]:

@@ -3,10 +3,13 @@ from datetime import timedelta
 
 import pytest
 from django.core.management import CommandError, call_command
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from rest_framework.test import APIClient
 
 from analytics.models import TapSequence
+from teams import keys
 from teams.keys import IssuedKey, create_key, read_key, resolve_key
 from teams.models import Scope, Tag, Team, TeamAPIKey
 from tests.conftest import add_taps
@@ -137,6 +140,25 @@ def test_a_key_is_read_with_its_teams_write_version(
     add_taps((1, other_tag.uid, 1, "2023-03-01T10:00:00Z"))
 
     assert read_key_version(read_key) == TapSequence.objects.get(team=team).last_seq == 2
+
+
+@pytest.mark.django_db
+def test_the_keys_statement_is_prepared_and_still_counted(read_key: IssuedKey, team: Team) -> None:
+    with CaptureQueriesContext(connection) as statements:
+        for _ in range(3):
+            found = keys.read_key(read_key.plaintext)
+
+    assert found.key.team == team and found.key.expiry_date is None
+    assert found.key.created.tzinfo is not None and found.key.team.created.tzinfo is not None
+    assert len(statements) == 3
+    assert all(read_key.api_key.prefix in statement["sql"] for statement in statements)
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT count(*) FROM pg_prepared_statements WHERE statement LIKE %s",
+                ["%teams_teamapikey%"],
+            )
+            assert cursor.fetchone()[0] == 1
 
 
 def read_key_version(key: IssuedKey) -> int:
