@@ -1,22 +1,22 @@
-"""Repeated analytics answers replayed before Django's machinery (issue 5).
+"""Repeated analytics answers replayed without Django's request machinery (issue 5).
 
 A cached answer still cost about 1.5 ms of worker CPU, most of it in Django's and DRF's
 request handling around one key lookup and one Redis trip: on 2 cores, repeated queries
 stopped near 1,100 requests/s. So a JSON answer of ``GET /v1/analytics/taps`` is also
 kept as a *replay*: the response's headers and the answer's bytes around the request's
 own ``team`` and ``as_of`` members, in Redis under the team, its write version and the
-request as it came (scheme, path, query string, ``Accept``, and the team's zone, which a
-request without ``tz`` is read in). The next identical request is answered from it here,
-in one hop to a request thread: the key's statement, as in Django (a revoked or expired
-key is refused on the very next request), then one Redis script that spends the key's
-slot only if the replay is there, still valid, and the key under its limit.
+request as it came (HTTPS or not, path, query string, ``Accept``, and the team's zone,
+which a request without ``tz`` is read in). The next identical request is answered from
+it before the middleware chain runs: the key's statement, as in Django (a revoked or
+expired key is refused on the very next request), then one Redis script that spends the
+key's slot only if the replay is there, still valid, and the key under its limit.
 
-Anything else goes on to Django unchanged, having cost only that statement: no replay (a
-new question, or a tap stored since: the version moved), a bad, revoked, expired or
-ingest key, a spent budget, a host not allowed, plain HTTP where HTTPS is required, Redis
-down, DEBUG. Django then answers as always and keeps the replay. A request with a
-``tag`` filter is never replayed: the filter is checked against the team's tags on every
-request.
+Anything else goes on to Django's chain on the same thread and connection, with the key
+already read: no replay (a new question, or a tap stored since: the version moved), a
+bad, revoked, expired or ingest key, a spent budget, a host not allowed, plain HTTP
+where HTTPS is required, a repeated header a replay depends on, Redis down, DEBUG.
+Django then answers as always and keeps the replay. A request with a ``tag`` filter is
+never replayed: the filter is checked against the team's tags on every request.
 """
 
 import functools
@@ -29,18 +29,17 @@ from typing import Any
 
 import redis
 from django.conf import settings
-from django.core.handlers.asgi import ASGIRequest
-from django.db import close_old_connections
+from django.core import signals
 from django.http import HttpResponseBase
 from django.http.request import split_domain_port, validate_host
 
 from analytics.answers import KEEP_SECONDS
 from analytics.filters import team_zone
 from analytics.rendered import Replayable, tap_counts_json
-from analytics.throttling import AnalyticsRateThrottle, Budget
+from analytics.throttling import AnalyticsRateThrottle
 from taps_project.handlers import SyncChainASGIHandler
 from teams.auth import key_in_headers
-from teams.keys import KeyRejected, read_key
+from teams.keys import KeyRejected, ResolvedKey, read_key
 from teams.models import Scope
 
 log = logging.getLogger(__name__)
@@ -59,7 +58,6 @@ _PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 _OWN_HEADERS = frozenset(
     {"content-length", "x-ratelimit-limit", "x-ratelimit-remaining", "x-ratelimit-reset"}
 )
-Headers = list[tuple[bytes, bytes]]
 
 
 def replay_key(team_id: int, version: int, zone: str, request: "SeenRequest") -> str:
@@ -127,16 +125,18 @@ def _client(url: str) -> redis.Redis:
     return redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=1)
 
 
-def replay(request: SeenRequest) -> tuple[Headers, bytes] | None:
-    """The response to this request from its replay, or None: Django must answer it.
-    Runs on a request thread, whose database connection it gives back."""
-    try:
-        return _replayed(request)
-    finally:
-        close_old_connections()
+@dataclass(frozen=True)
+class Replayed:
+    """A response as the ASGI server takes it."""
+
+    headers: list[tuple[bytes, bytes]]
+    body: bytes
 
 
-def _replayed(request: SeenRequest) -> tuple[Headers, bytes] | None:
+def replayed(request: SeenRequest) -> Replayed | ResolvedKey | None:
+    """The response from this request's replay. Without one: the key it read, which
+    Django's authentication then uses rather than reading it again (None if it read
+    none)."""
     x_api_key = request.headers.get(b"x-api-key")
     plaintext = key_in_headers(
         None if x_api_key is None else x_api_key.decode("latin-1"),
@@ -150,31 +150,24 @@ def _replayed(request: SeenRequest) -> tuple[Headers, bytes] | None:
         return None
     key = found.key
     if key.scope != Scope.READ:
-        return None
+        return found
     team = key.team
     where = replay_key(team.id, found.team_write_version, team_zone(team).key, request)
     spent = AnalyticsRateThrottle.spend_if_replayed(key.prefix, where)
     if spent is None:
-        return None
+        return found
     budget, stored = spent
     kept, before_as_of, after_as_of = pickle.loads(stored[16:])  # noqa: S301 -- our own Redis
     body = tap_counts_json(team.id, team.name, before_as_of, found.read_at, after_as_of)
-    return [*kept, *_own_headers(len(body), budget)], body
+    own = {"Content-Length": str(len(body)), **budget.headers()}
+    return Replayed([*kept, *_as_sent(own.items())], body)
 
 
-def _own_headers(length: int, budget: Budget) -> Headers:
-    own = {"Content-Length": str(length), **budget.headers()}
-    return [(name.encode("ascii"), value.encode("latin-1")) for name, value in own.items()]
-
-
-def keep(request: ASGIRequest, response: HttpResponseBase) -> None:
+def keep(seen: SeenRequest, response: HttpResponseBase) -> None:
     """Keep the replay of a response the view marked ``replayable``, with every header
     the middleware gave it; a cache that fails only costs the next request its shortcut."""
     replayable: Replayable | None = getattr(response, "replayable", None)
     if replayable is None or response.status_code != 200 or response.cookies:
-        return
-    seen = seen_request(request.scope)
-    if seen is None:
         return
     where = replay_key(replayable.team_id, replayable.version, replayable.team_zone, seen)
     valid_until = replayable.valid_until
@@ -189,30 +182,61 @@ def keep(request: ASGIRequest, response: HttpResponseBase) -> None:
         log.warning("could not keep a replay: %r", error)
 
 
-def _replayed_headers(items: Iterable[tuple[str, str]]) -> Headers:
+def _replayed_headers(items: Iterable[tuple[str, str]]) -> list[tuple[bytes, bytes]]:
+    return _as_sent((name, value) for name, value in items if name.lower() not in _OWN_HEADERS)
+
+
+def _as_sent(items: Iterable[tuple[str, str]]) -> list[tuple[bytes, bytes]]:
     # As Django's ASGI handler sends them.
-    return [
-        (name.encode("ascii"), value.encode("latin-1"))
-        for name, value in items
-        if name.lower() not in _OWN_HEADERS
-    ]
+    return [(name.encode("ascii"), value.encode("latin-1")) for name, value in items]
 
 
 class ReplayingASGIHandler(SyncChainASGIHandler):
-    """The one-hop handler, answering what it can from replays and keeping new ones."""
+    """The one-hop handler, answering what it can from replays and keeping new ones.
 
-    async def handle(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+    A request that may have a replay makes its one hop to a request thread with the
+    replay's lookup first: a replayed answer gives the database connection back and is
+    sent as it is; a request without one is served by Django on the same thread, with
+    its key already read."""
+
+    async def answer(self, scope: dict[str, Any], body_file: Any, send: Any) -> None:
         seen = seen_request(scope)
-        if seen is not None:
-            replayed = await self.in_thread(replay, seen)
-            if replayed is not None:
-                headers, body = replayed
-                await send({"type": "http.response.start", "status": 200, "headers": headers})
-                await send({"type": "http.response.body", "body": body})
-                return
-        await super().handle(scope, receive, send)
+        if seen is None:
+            await super().answer(scope, body_file, send)
+            return
+        answer = await self.in_thread(self.replay_or_respond, seen, scope, body_file)
+        if isinstance(answer, Replayed):
+            start = {"type": "http.response.start", "status": 200, "headers": answer.headers}
+            await send(start)
+            await send({"type": "http.response.body", "body": answer.body})
+            return
+        response, refused = answer
+        await self.send_response(response, send)
+        if refused or response.streaming:
+            await self.in_thread(response.close)
 
-    def respond(self, request: ASGIRequest) -> HttpResponseBase:
-        response = super().respond(request)
-        keep(request, response)
-        return response
+    def replay_or_respond(
+        self, seen: SeenRequest, scope: dict[str, Any], body_file: Any
+    ) -> Replayed | tuple[HttpResponseBase, bool]:
+        """The replay, or Django's response and whether it is a refusal of the request
+        itself (which the caller closes, as ``SyncChainASGIHandler.handle`` does).
+
+        The lookup runs after ``request_started``, so that a request without a replay
+        keeps the database connection the lookup took (``request_started`` gives
+        connections back): taking another cost a sixth of a new answer's throughput."""
+        signals.request_started.send(sender=self.__class__, scope=scope)
+        try:
+            found = replayed(seen)
+        except Exception:  # noqa: BLE001 -- Django meets it again, and answers as it always does
+            found = None
+        if isinstance(found, Replayed):
+            signals.request_finished.send(sender=self.__class__)
+            return found
+        request, refusal = self.create_request(scope, body_file)
+        if request is None:
+            assert refusal is not None  # create_request gives one or the other
+            return refusal, True
+        request.resolved_key = found  # type: ignore[attr-defined]
+        response = self.respond_started(request)
+        keep(seen, response)
+        return response, False

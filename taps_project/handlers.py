@@ -52,21 +52,28 @@ class SyncChainASGIHandler(ASGIHandler):
             return
         try:
             set_script_prefix(get_script_prefix(scope))
-            request, refusal = self.create_request(scope, body_file)
-            if request is None:
-                assert refusal is not None  # create_request gives one or the other
-                response = refusal
-            else:
-                response = await self.in_thread(self.respond, request)
-            await self.send_response(response, send)
-            if request is None or response.streaming:
-                await self.in_thread(response.close)
+            await self.answer(scope, body_file, send)
         finally:
             body_file.close()
+
+    async def answer(self, scope: dict[str, Any], body_file: Any, send: Any) -> None:
+        request, refusal = self.create_request(scope, body_file)
+        if request is None:
+            assert refusal is not None  # create_request gives one or the other
+            response = refusal
+        else:
+            response = await self.in_thread(self.respond, request)
+        await self.send_response(response, send)
+        if request is None or response.streaming:
+            await self.in_thread(response.close)
 
     def respond(self, request: ASGIRequest) -> HttpResponseBase:
         """Everything a request does in Django, in the thread that calls this."""
         signals.request_started.send(sender=self.__class__, scope=request.scope)
+        return self.respond_started(request)
+
+    def respond_started(self, request: ASGIRequest) -> HttpResponseBase:
+        """``respond`` once ``request_started`` has been sent."""
         # BaseHandler.get_response sets the urlconf, runs the chain, adds request.close
         # to the response's closers and logs 4xx/5xx answers, as get_response_async does.
         response = self.get_response(request)

@@ -13,7 +13,7 @@ from rest_framework.authentication import BaseAuthentication
 from rest_framework.permissions import BasePermission
 from rest_framework.request import Request
 
-from teams.keys import KeyRejected, read_key
+from teams.keys import KeyRejected, ResolvedKey, read_key
 from teams.models import Scope, Team, TeamAPIKey
 
 AUTH_SCHEME = "Api-Key"
@@ -59,10 +59,13 @@ class TeamAPIKeyAuthentication(BaseAuthentication):
             return None
         if not plaintext:
             raise exceptions.AuthenticationFailed("The API key header is empty.")
-        try:
-            found = read_key(plaintext)
-        except KeyRejected as rejection:
-            raise exceptions.AuthenticationFailed(str(rejection)) from None
+        # Read already for this request from the same header (analytics.shortcut).
+        found: ResolvedKey | None = getattr(request, "resolved_key", None)
+        if found is None:
+            try:
+                found = read_key(plaintext)
+            except KeyRejected as rejection:
+                raise exceptions.AuthenticationFailed(str(rejection)) from None
         return None, TeamAuth(found.key, found.read_at, found.team_write_version)
 
     def authenticate_header(self, request: Request) -> str:

@@ -1,25 +1,26 @@
 """Repeated analytics answers replayed before Django (analytics.shortcut): the same answer
 as Django's, and never one Django would not give.
 
-Requests go through the project's ASGI application in this process, to real PostgreSQL
-or SQLite and real Redis; Django's ``request_started`` signal tells which requests Django
+Requests go through the project's ASGI handler in this process, to real PostgreSQL or
+SQLite and real Redis; an innermost middleware notes which requests Django's chain
 served.
 """
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import timedelta
-from typing import Any
+from typing import Any, Protocol
 
 import pytest
 import redis
-from django.core import signals
+from django.http import HttpRequest, HttpResponseBase
 from django.utils import timezone
 from pytest_django.fixtures import Settings as SettingsWrapper
 
-from analytics import throttling
-from analytics.shortcut import REPLAY_FORMAT
+from analytics import shortcut, throttling
+from analytics.shortcut import REPLAY_FORMAT, ReplayingASGIHandler
 from taps_project.asgi import django_http
+from teams import auth, keys
 from teams.keys import IssuedKey, create_key, revoke_key
 from teams.models import Scope, Tag, Team
 from tests.asgi_client import get
@@ -36,25 +37,54 @@ def _redis(settings: SettingsWrapper, redis_url: str) -> None:
     settings.TAPS_RATE_LIMIT = "100/hour"
 
 
+DJANGO_CHAIN: list[str] = []
+
+
+class NoteChain:
+    """The innermost middleware: notes each request that went through Django's chain."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponseBase]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponseBase:
+        DJANGO_CHAIN.append(request.get_full_path())
+        return self.get_response(request)
+
+
 @pytest.fixture
-def served_by_django() -> Iterator[list[object]]:
-    """One entry per request Django's handler began."""
-    started: list[object] = []
-
-    def note(**kwargs: object) -> None:
-        started.append(kwargs)
-
-    signals.request_started.connect(note)
-    yield started
-    signals.request_started.disconnect(note)
+def handler(settings: SettingsWrapper) -> ReplayingASGIHandler:
+    settings.MIDDLEWARE = [*settings.MIDDLEWARE, f"{__name__}.NoteChain"]
+    return ReplayingASGIHandler()
 
 
-def ask(
-    key: IssuedKey | None, query: str = YEAR, *, headers: list[tuple[bytes, bytes]] | None = None,
-    host: bytes = b"localhost",
-) -> dict[str, Any]:  # fmt: skip
-    sent = [(b"x-api-key", key.plaintext.encode())] if key else []
-    return get(django_http, "/v1/analytics/taps", [*sent, *(headers or [])], query=query, host=host)
+@pytest.fixture
+def served_by_django(handler: ReplayingASGIHandler) -> Iterator[list[str]]:
+    """One entry per request that Django's middleware chain served."""
+    DJANGO_CHAIN.clear()
+    yield DJANGO_CHAIN
+    DJANGO_CHAIN.clear()
+
+
+class Ask(Protocol):
+    def __call__(
+        self, key: IssuedKey | None, query: str = YEAR, *,
+        headers: list[tuple[bytes, bytes]] | None = None, host: bytes = b"localhost",
+    ) -> dict[str, Any]: ...  # fmt: skip
+
+
+@pytest.fixture
+def ask(handler: ReplayingASGIHandler) -> Ask:
+    """GET /v1/analytics/taps through the handler, in this process."""
+
+    def asking(
+        key: IssuedKey | None, query: str = YEAR, *,
+        headers: list[tuple[bytes, bytes]] | None = None, host: bytes = b"localhost",
+    ) -> dict[str, Any]:  # fmt: skip
+        sent = [(b"x-api-key", key.plaintext.encode())] if key else []
+        path = "/v1/analytics/taps"
+        return get(handler, path, [*sent, *(headers or [])], query=query, host=host)
+
+    return asking
 
 
 def header_map(answer: dict[str, Any]) -> dict[bytes, bytes]:
@@ -75,8 +105,12 @@ def tapped(tag: Tag) -> Tag:
     return tag
 
 
+def test_the_project_serves_http_with_the_replaying_handler() -> None:
+    assert isinstance(django_http, ReplayingASGIHandler)
+
+
 def test_a_repeated_answer_is_replayed_as_django_gave_it(
-    tapped: Tag, read_key: IssuedKey, served_by_django: list[object]
+    ask: Ask, tapped: Tag, read_key: IssuedKey, served_by_django: list[str]
 ) -> None:
     first = ask(read_key)
     assert len(served_by_django) == 1
@@ -98,8 +132,25 @@ def test_a_repeated_answer_is_replayed_as_django_gave_it(
     assert b"x-frame-options" in ours and ours[b"content-type"] == b"application/json"
 
 
+def test_a_request_without_a_replay_reads_its_key_once(
+    ask: Ask, tapped: Tag, read_key: IssuedKey, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    reads: list[str] = []
+
+    def reading(plaintext: str, **options: Any) -> keys.ResolvedKey:
+        reads.append(plaintext)
+        return keys.read_key(plaintext, **options)
+
+    monkeypatch.setattr(shortcut, "read_key", reading)
+    monkeypatch.setattr(auth, "read_key", reading)
+    answers = [ask(read_key), ask(read_key, YEAR + "&format=csv"), ask(read_key)]
+
+    assert [answer["status"] for answer in answers] == [200, 200, 200]
+    assert len(reads) == 3
+
+
 def test_a_stored_tap_is_in_the_next_answer(
-    tapped: Tag, read_key: IssuedKey, served_by_django: list[object]
+    ask: Ask, tapped: Tag, read_key: IssuedKey, served_by_django: list[str]
 ) -> None:
     ask(read_key)
     ask(read_key)
@@ -112,7 +163,7 @@ def test_a_stored_tap_is_in_the_next_answer(
 
 
 def test_a_revoked_key_is_refused_on_the_next_request(
-    tapped: Tag, read_key: IssuedKey, served_by_django: list[object]
+    ask: Ask, tapped: Tag, read_key: IssuedKey, served_by_django: list[str]
 ) -> None:
     ask(read_key)
     assert ask(read_key)["status"] == 200
@@ -124,7 +175,7 @@ def test_a_revoked_key_is_refused_on_the_next_request(
     assert "revoked" in json.loads(refused["body"])["detail"]
 
 
-def test_an_expired_key_is_refused(tapped: Tag, team: Team) -> None:
+def test_an_expired_key_is_refused(ask: Ask, tapped: Tag, team: Team) -> None:
     key = create_key(team, name="brief", expires_at=timezone.now() + timedelta(seconds=3))
     ask(key)
     assert ask(key)["status"] == 200
@@ -135,7 +186,7 @@ def test_an_expired_key_is_refused(tapped: Tag, team: Team) -> None:
 
 
 def test_another_team_never_gets_the_replay(
-    tapped: Tag, read_key: IssuedKey, other_team: Team, served_by_django: list[object]
+    ask: Ask, tapped: Tag, read_key: IssuedKey, other_team: Team, served_by_django: list[str]
 ) -> None:
     ask(read_key)
     other_key = create_key(other_team, name="reader")
@@ -147,7 +198,7 @@ def test_another_team_never_gets_the_replay(
     assert json.loads(theirs["body"])["total"] == 0
 
 
-def test_an_ingest_key_is_refused(tapped: Tag, team: Team, read_key: IssuedKey) -> None:
+def test_an_ingest_key_is_refused(ask: Ask, tapped: Tag, team: Team, read_key: IssuedKey) -> None:
     ask(read_key)
     ingest = create_key(team, name="ingest", scope=Scope.INGEST)
 
@@ -155,7 +206,11 @@ def test_an_ingest_key_is_refused(tapped: Tag, team: Team, read_key: IssuedKey) 
 
 
 def test_replays_spend_the_rate_limit(
-    tapped: Tag, read_key: IssuedKey, settings: SettingsWrapper, served_by_django: list[object]
+    ask: Ask,
+    tapped: Tag,
+    read_key: IssuedKey,
+    settings: SettingsWrapper,
+    served_by_django: list[str],
 ) -> None:
     settings.TAPS_RATE_LIMIT = "3/hour"
     answers = [ask(read_key) for _ in range(4)]
@@ -168,7 +223,7 @@ def test_replays_spend_the_rate_limit(
 
 
 def test_the_team_name_is_read_on_every_request(
-    tapped: Tag, read_key: IssuedKey, team: Team
+    ask: Ask, tapped: Tag, read_key: IssuedKey, team: Team
 ) -> None:
     ask(read_key)
     Team.objects.filter(pk=team.pk).update(name="Acme Renamed")
@@ -177,7 +232,7 @@ def test_the_team_name_is_read_on_every_request(
 
 
 def test_a_new_team_zone_is_the_default_of_the_next_request(
-    tapped: Tag, read_key: IssuedKey, team: Team
+    ask: Ask, tapped: Tag, read_key: IssuedKey, team: Team
 ) -> None:
     no_tz = "interval=day&start=2024-03-05&end=2024-03-05"
     assert json.loads(ask(read_key, no_tz)["body"])["tz"] == "Europe/Paris"
@@ -195,9 +250,10 @@ def test_a_new_team_zone_is_the_default_of_the_next_request(
     ],
 )
 def test_csv_and_tag_filters_are_left_to_django(
+    ask: Ask,
     tapped: Tag,
     read_key: IssuedKey,
-    served_by_django: list[object],
+    served_by_django: list[str],
     query: str,
     headers: list[tuple[bytes, bytes]],
     content_type: bytes,
@@ -209,7 +265,7 @@ def test_csv_and_tag_filters_are_left_to_django(
 
 
 def test_a_tag_moved_away_is_refused_even_after_a_replay(
-    tapped: Tag, read_key: IssuedKey, other_team: Team
+    ask: Ask, tapped: Tag, read_key: IssuedKey, other_team: Team
 ) -> None:
     query = YEAR + f"&tag={tapped.uid}"
     assert ask(read_key, query)["status"] == 200
@@ -218,14 +274,14 @@ def test_a_tag_moved_away_is_refused_even_after_a_replay(
     assert ask(read_key, query)["status"] == 400
 
 
-def test_a_host_not_allowed_is_refused(tapped: Tag, read_key: IssuedKey) -> None:
+def test_a_host_not_allowed_is_refused(ask: Ask, tapped: Tag, read_key: IssuedKey) -> None:
     ask(read_key)
 
     assert ask(read_key, host=b"evil.example")["status"] == 400
 
 
 def test_repeated_key_headers_are_left_to_django(
-    tapped: Tag, read_key: IssuedKey, served_by_django: list[object]
+    ask: Ask, tapped: Tag, read_key: IssuedKey, served_by_django: list[str]
 ) -> None:
     ask(read_key)
     doubled = ask(read_key, headers=[(b"x-api-key", read_key.plaintext.encode())])
@@ -234,7 +290,7 @@ def test_repeated_key_headers_are_left_to_django(
     assert len(served_by_django) == 2
 
 
-def test_a_bad_query_is_answered_by_django(read_key: IssuedKey) -> None:
+def test_a_bad_query_is_answered_by_django(ask: Ask, read_key: IssuedKey) -> None:
     for _ in range(2):
         refused = ask(read_key, "interval=day&start=2024-02-30&end=2024-03-01")
         assert refused["status"] == 400
@@ -242,7 +298,11 @@ def test_a_bad_query_is_answered_by_django(read_key: IssuedKey) -> None:
 
 
 def test_nothing_is_replayed_without_redis(
-    tapped: Tag, read_key: IssuedKey, settings: SettingsWrapper, served_by_django: list[object]
+    ask: Ask,
+    tapped: Tag,
+    read_key: IssuedKey,
+    settings: SettingsWrapper,
+    served_by_django: list[str],
 ) -> None:
     settings.REDIS_URL = None
     assert [ask(read_key)["status"] for _ in range(2)] == [200, 200]
@@ -250,7 +310,7 @@ def test_nothing_is_replayed_without_redis(
 
 
 def test_a_replay_ends_when_its_partial_bucket_does(
-    tag: Tag, read_key: IssuedKey, served_by_django: list[object], redis_url: str
+    ask: Ask, tag: Tag, read_key: IssuedKey, served_by_django: list[str], redis_url: str
 ) -> None:
     now = timezone.now()
     add_taps((1, tag.uid, 2, (now - timedelta(minutes=1)).isoformat()))
