@@ -74,6 +74,15 @@ def embedded_secret_key(path: Path) -> str:
 DATABASE_URL = env_str("DATABASE_URL")
 REDIS_URL = env_str("REDIS_URL")
 CHANNELS_REDIS_URL = env_str("CHANNELS_REDIS_URL") or REDIS_URL
+# Several Redis servers, comma-separated, and channels-redis spreads the channels and
+# groups over them (docs/SCALING.md).
+CHANNELS_REDIS_HOSTS = [url.strip() for url in CHANNELS_REDIS_URL.split(",") if url.strip()]
+for _url in CHANNELS_REDIS_HOSTS:
+    if not _url.startswith(("redis://", "rediss://", "unix://")):
+        raise ImproperlyConfigured(
+            "CHANNELS_REDIS_URL must be one Redis URL or several separated by commas "
+            f"(redis://host:6379/0,redis://other:6379/0), not {_url!r}"
+        )
 VAR_DIR = Path(env_str("TAPS_VAR_DIR") or BASE_DIR / "var")
 
 DEBUG = env_bool("DEBUG")
@@ -240,11 +249,11 @@ if REDIS_URL:
 else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 
-if CHANNELS_REDIS_URL:
+if CHANNELS_REDIS_HOSTS:
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [CHANNELS_REDIS_URL], "prefix": "taps"},
+            "CONFIG": {"hosts": CHANNELS_REDIS_HOSTS, "prefix": "taps"},
         }
     }
 else:

@@ -95,9 +95,20 @@ def test_channels_redis_url_overrides_the_channel_layer_host(tmp_path: Path) -> 
     assert values["cache_location"] == "redis://cache.example:6380/2"
 
 
+def test_the_channel_layer_may_shard_over_several_redis_servers(tmp_path: Path) -> None:
+    urls = "redis://pubsub-a:6379/0, redis://pubsub-b:6379/0"
+    values = read_settings({**PRODUCTION, "CHANNELS_REDIS_URL": urls}, tmp_path)
+
+    assert values["channels_hosts"] == ["redis://pubsub-a:6379/0", "redis://pubsub-b:6379/0"]
+
+
 @pytest.mark.parametrize(
     ("env", "message"),
     [
+        (
+            {"CHANNELS_REDIS_URL": "redis://a:6379/0;redis://b:6379/0,b:6379"},
+            "CHANNELS_REDIS_URL must be one Redis URL or several separated by commas",
+        ),
         ({"DATABASE_URL": PRODUCTION["DATABASE_URL"]}, "SECRET_KEY must be set"),
         ({"DEBUG": "maybe"}, "DEBUG must be 1/0"),
         ({"TAPS_MAX_BUCKETS": "lots"}, "TAPS_MAX_BUCKETS must be a whole number"),
