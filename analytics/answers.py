@@ -64,8 +64,9 @@ def write_version(team_id: int) -> int:
 
 
 # Moves whenever what is stored under a key changes shape, so that a deploy never reads
-# what the previous release cached (2: rendered JSON instead of dictionaries).
-ANSWER_FORMAT = 2
+# what the previous release cached (2: rendered JSON instead of dictionaries; 3: the
+# rendered JSON's class moved to analytics.rendered).
+ANSWER_FORMAT = 3
 
 
 def answer_key(team_id: int, version: int, question: str) -> str:
@@ -165,6 +166,15 @@ class _Cache:
             cls.down_until = time.monotonic() + cls.RETRY_SECONDS
             log.warning("answer cache unavailable, computing answers without it: %r", error)
             return failed
+
+
+def stored_answer_key(team_id: int, version: int, question: str) -> str | None:
+    """The Redis key ``cached`` keeps this answer under, or None if answers are not kept
+    in Redis (``analytics.shortcut`` replays the answer from there)."""
+    store = _Cache.store()
+    if not isinstance(store, _RedisCache):
+        return None
+    return store.PREFIX + answer_key(team_id, version, question)
 
 
 FirstLook = Callable[[AnswerLookup | None], AnswerFound | None]

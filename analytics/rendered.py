@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from analytics.queries import Period, TapCounts
+
 
 def json_bytes(data: Any) -> bytes:
     """JSON as DRF's ``JSONRenderer`` writes it by default: compact, UTF-8, no NaN."""
@@ -14,23 +16,67 @@ def json_bytes(data: Any) -> bytes:
 
 
 def tap_counts_json(
-    team_id: int, team_name: str, before_as_of: bytes, as_of: datetime, after_as_of: bytes
+    team_id: int, team_name: str, head: bytes, counted: "CountedJSON", as_of: datetime
 ) -> bytes:
-    """``{"team": ..., <before_as_of>, "as_of": ..., <after_as_of>}``."""
+    """``{"team": ..., <head>, <counted.range>, "as_of": ..., <counted.rest>}``."""
     team = json_bytes({"team": {"id": team_id, "name": team_name}})[:-1]
     as_of_member = json_bytes({"as_of": as_of.isoformat(timespec="microseconds")})[1:-1]
-    return b",".join((team, before_as_of, as_of_member, after_as_of)) + b"}"
+    return b",".join((team, head, counted.range, as_of_member, counted.rest)) + b"}"
+
+
+def _results(periods: list[Period]) -> str:
+    # Written out rather than through dictionaries and json: thousands of buckets are
+    # most of a long answer's cost, and labels and numbers need no escaping.
+    return ",".join(
+        f'{{"period":"{period.label}","taps":{period.taps},'
+        f'"partial":{"true" if period.partial else "false"}}}'
+        for period in periods
+    )
+
+
+@dataclass(frozen=True)
+class CountedJSON:
+    """Counts rendered once, as the members of a JSON object, in two parts so that a
+    response can put its own ``as_of`` between them."""
+
+    range: bytes  # "start" and "end"
+    rest: bytes  # "total", then "results" or "series", then "compare" if asked
+
+    @classmethod
+    def of(
+        cls, counts: TapCounts, compared: "tuple[str, CountedJSON] | None" = None
+    ) -> "CountedJSON":
+        range_ = f'"start":"{counts.start.isoformat()}","end":"{counts.end.isoformat()}"'
+        if counts.series is None:
+            rest = f'"total":{counts.total},"results":[{_results(counts.periods)}]'
+        else:
+            series = ",".join(
+                f'{{"tag":{one.tag},"total":{one.total},"results":[{_results(one.periods)}]}}'
+                for one in counts.series
+            )
+            rest = f'"total":{counts.total},"series":[{series}]'
+        rest_bytes = rest.encode()
+        if compared is not None:
+            name, earlier = compared
+            rest_bytes += b',"compare":{"range":' + json_bytes(name) + b"," + earlier.range
+            rest_bytes += b"," + earlier.rest + b"}"
+        return cls(range_.encode(), rest_bytes)
+
+    def as_dict(self) -> dict[str, Any]:
+        loaded: dict[str, Any] = json.loads(b"{" + self.range + b"," + self.rest + b"}")
+        return loaded
 
 
 @dataclass(frozen=True)
 class Replayable:
     """What the view tells ``analytics.shortcut`` about a JSON answer it may replay: the
-    team and write version it is under, the team's zone (the default ``tz``), the bytes
-    around ``as_of``, and when its partial flags stop being true (None: never)."""
+    team and write version it is under, the team's zone (the default ``tz``), the
+    members between ``team`` and the counts, where the cached answer is in Redis, and
+    when its partial flags stop being true (None: never)."""
 
     team_id: int
     version: int
     team_zone: str
-    before_as_of: bytes
-    after_as_of: bytes
+    head: bytes
+    answer_key: str
     valid_until: datetime | None

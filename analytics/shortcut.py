@@ -46,7 +46,9 @@ log = logging.getLogger(__name__)
 
 PATH = "/v1/analytics/taps"
 # Moves whenever a replay's stored form changes, so that a deploy never reads the last's.
-REPLAY_FORMAT = 1
+REPLAY_FORMAT = 2
+# A stored replay starts with its validity (16 digits) and its answer's key's length (4).
+_HEADER_LENGTH = 20
 # The request headers a replay depends on. A request repeating one of them goes to
 # Django, which joins the repeats into one value.
 _READ_HEADERS = frozenset(
@@ -156,10 +158,11 @@ def replayed(request: SeenRequest) -> Replayed | ResolvedKey | None:
     spent = AnalyticsRateThrottle.spend_if_replayed(key.prefix, where)
     if spent is None:
         return found
-    budget, stored = spent
-    kept, before_as_of, after_as_of = pickle.loads(stored[16:])  # noqa: S301 -- our own Redis
-    body = tap_counts_json(team.id, team.name, before_as_of, found.read_at, after_as_of)
-    own = {"Content-Length": str(len(body)), **budget.headers()}
+    # Our own Redis, as trusted as the database (the answer cache pickles too).
+    kept, head = pickle.loads(spent.stored[_HEADER_LENGTH + int(spent.stored[16:20]) :])  # noqa: S301
+    answer = pickle.loads(spent.answer)  # noqa: S301
+    body = tap_counts_json(team.id, team.name, head, answer.body, found.read_at)
+    own = {"Content-Length": str(len(body)), **spent.budget.headers()}
     return Replayed([*kept, *_as_sent(own.items())], body)
 
 
@@ -172,9 +175,12 @@ def keep(seen: SeenRequest, response: HttpResponseBase) -> None:
     where = replay_key(replayable.team_id, replayable.version, replayable.team_zone, seen)
     valid_until = replayable.valid_until
     valid_until_ms = 0 if valid_until is None else int(valid_until.timestamp() * 1000)
-    stored = b"%016d" % valid_until_ms + pickle.dumps(
-        (_replayed_headers(response.items()), replayable.before_as_of, replayable.after_as_of),
-        pickle.HIGHEST_PROTOCOL,
+    answer_key = replayable.answer_key.encode()
+    # The answer itself stays where the answer cache keeps it: the replay names it
+    # (``SPEND_IF_REPLAYED`` reads both), so long answers are not kept twice.
+    stored = b"%016d%04d" % (valid_until_ms, len(answer_key)) + answer_key
+    stored += pickle.dumps(
+        (_replayed_headers(response.items()), replayable.head), pickle.HIGHEST_PROTOCOL
     )
     try:
         _client(settings.REDIS_URL).set(where, stored, ex=KEEP_SECONDS)

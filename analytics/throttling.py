@@ -66,10 +66,13 @@ return {allowed, used, oldest}
 """
 
 # KEYS[1]: the key's sorted set, KEYS[2]: a replay (``analytics.shortcut``), which starts
-# with the millisecond it stops being valid (16 digits, 0: never). ARGV: now (ms), window
-# (ms), limit, member. Spends a slot only if the replay is there, still valid, and the key
-# is under its limit: returns {used, oldest, replay}. Otherwise it changes nothing and
-# returns {}: the request goes on to Django, which spends (or refuses) the slot itself.
+# with the millisecond it stops being valid (16 digits, 0: never) and the length (4 digits)
+# and name of the cached answer it replays. ARGV: now (ms), window (ms), limit, member.
+# Spends a slot only if the replay and its answer are there, the replay still valid, and
+# the key under its limit: returns {used, oldest, replay, answer}. Otherwise it changes
+# nothing and returns {}: the request goes on to Django, which spends (or refuses) the
+# slot itself. The answer's name is read from the replay: this needs one Redis server,
+# not a cluster, as the rate limit and the answer cache already do.
 SPEND_IF_REPLAYED = """
 local replay = redis.call('GET', KEYS[2])
 if not replay then
@@ -78,6 +81,10 @@ end
 local now = tonumber(ARGV[1])
 local valid_until = tonumber(string.sub(replay, 1, 16))
 if valid_until > 0 and now >= valid_until then
+    return {}
+end
+local answer = redis.call('GET', string.sub(replay, 21, 20 + tonumber(string.sub(replay, 17, 20))))
+if not answer then
     return {}
 end
 local window = tonumber(ARGV[2])
@@ -89,7 +96,7 @@ end
 redis.call('ZADD', KEYS[1], now, ARGV[4])
 redis.call('PEXPIRE', KEYS[1], window)
 local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-return {used + 1, oldest[2], replay}
+return {used + 1, oldest[2], replay, answer}
 """
 
 
@@ -165,6 +172,15 @@ class AnswerFound:
     stored: bytes | None
 
 
+@dataclass(frozen=True)
+class Replay:
+    """What ``SPEND_IF_REPLAYED`` found: the slot it spent, the replay and its answer."""
+
+    budget: Budget
+    stored: bytes
+    answer: bytes
+
+
 class RedisWindow:
     def __init__(self, url: str) -> None:
         client = redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=1)
@@ -173,15 +189,17 @@ class RedisWindow:
 
     def take_if_replayed(
         self, name: str, limit: int, window: int, now_ms: float, replay_key: str
-    ) -> tuple[Budget, bytes] | None:
+    ) -> "Replay | None":
         member = f"{now_ms}:{uuid.uuid4().hex}"
         found = self._replay_script(
             keys=[f"taps:ratelimit:{name}", replay_key], args=[now_ms, window * 1000, limit, member]
         )
         if not found:
             return None
-        used, oldest, replay = found
-        return _budget(True, int(used), float(oldest), now_ms, limit, window), replay
+        used, oldest, replay, answer = found
+        return Replay(
+            _budget(True, int(used), float(oldest), now_ms, limit, window), replay, answer
+        )
 
     def take(
         self,
@@ -244,12 +262,11 @@ def take_and_look(
     return _local.take(name, limit, window, now_ms, record=record), None
 
 
-def take_if_replayed(
-    name: str, rate: str, *, now: float, replay_key: str
-) -> tuple[Budget, bytes] | None:
-    """Spend a slot of ``rate`` for ``name`` only if the replay under ``replay_key`` is in
-    Redis and valid at ``now``, and the slot is free: the budget and the replay, or None
-    (nothing spent; also without Redis, or while it is unreachable)."""
+def take_if_replayed(name: str, rate: str, *, now: float, replay_key: str) -> Replay | None:
+    """Spend a slot of ``rate`` for ``name`` only if the replay under ``replay_key`` and
+    its answer are in Redis, the replay valid at ``now``, and the slot free: the budget,
+    the replay and the answer, or None (nothing spent; also without Redis, or while it is
+    unreachable)."""
     url = settings.REDIS_URL
     if not url or time.monotonic() < _redis_down_until:
         return None
@@ -310,7 +327,7 @@ class KeyRateThrottle(BaseThrottle):
         )
 
     @classmethod
-    def spend_if_replayed(cls, key_prefix: str, replay_key: str) -> tuple[Budget, bytes] | None:
+    def spend_if_replayed(cls, key_prefix: str, replay_key: str) -> Replay | None:
         """Spend one of the key's slots if the replay is there (``take_if_replayed``)."""
         return take_if_replayed(
             f"{cls.budget_name}:{key_prefix}",

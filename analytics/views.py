@@ -5,8 +5,6 @@ through no serializer and no dictionary); the serializers in ``analytics.schema`
 describe them for OpenAPI.
 """
 
-import json
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -19,10 +17,10 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from analytics import schema
-from analytics.answers import Answer, cached
+from analytics.answers import Answer, cached, stored_answer_key
 from analytics.filters import read_tap_query, seed_tap_query, team_zone
-from analytics.queries import Period, TapCounts, TapQuery, compared_query, count_taps
-from analytics.rendered import Replayable, json_bytes, tap_counts_json
+from analytics.queries import TapQuery, compared_query, count_taps
+from analytics.rendered import CountedJSON, Replayable, json_bytes, tap_counts_json
 from analytics.throttling import RateLimitHeadersMixin, SpendWithAnswerLookupMixin, budget_of
 from teams.auth import TeamAuth
 from teams.models import Team
@@ -58,49 +56,6 @@ class JSONErrorsMixin:
             request.accepted_renderer = JSONRenderer()
             request.accepted_media_type = JSONRenderer.media_type
         return super().finalize_response(request, response, *args, **kwargs)  # type: ignore[misc]
-
-
-def _results(periods: list[Period]) -> str:
-    # Written out rather than through dictionaries and json: thousands of buckets are
-    # most of a long answer's cost, and labels and numbers need no escaping.
-    return ",".join(
-        f'{{"period":"{period.label}","taps":{period.taps},'
-        f'"partial":{"true" if period.partial else "false"}}}'
-        for period in periods
-    )
-
-
-@dataclass(frozen=True)
-class CountedJSON:
-    """Counts rendered once, as the members of a JSON object, in two parts so that a
-    response can put its own ``as_of`` between them."""
-
-    range: bytes  # "start" and "end"
-    rest: bytes  # "total", then "results" or "series", then "compare" if asked
-
-    @classmethod
-    def of(
-        cls, counts: TapCounts, compared: "tuple[str, CountedJSON] | None" = None
-    ) -> "CountedJSON":
-        range_ = f'"start":"{counts.start.isoformat()}","end":"{counts.end.isoformat()}"'
-        if counts.series is None:
-            rest = f'"total":{counts.total},"results":[{_results(counts.periods)}]'
-        else:
-            series = ",".join(
-                f'{{"tag":{one.tag},"total":{one.total},"results":[{_results(one.periods)}]}}'
-                for one in counts.series
-            )
-            rest = f'"total":{counts.total},"series":[{series}]'
-        rest_bytes = rest.encode()
-        if compared is not None:
-            name, earlier = compared
-            rest_bytes += b',"compare":{"range":' + json_bytes(name) + b"," + earlier.range
-            rest_bytes += b"," + earlier.rest + b"}"
-        return cls(range_.encode(), rest_bytes)
-
-    def as_dict(self) -> dict[str, Any]:
-        loaded: dict[str, Any] = json.loads(b"{" + self.range + b"," + self.rest + b"}")
-        return loaded
 
 
 def tap_counts_payload(
@@ -164,18 +119,18 @@ class TapAnalyticsViewSet(
         # JSON goes out as the cached bytes, with this request's own members around them.
         query = wanted.query
         head = json_bytes({"interval": str(query.interval), "tz": query.zone.key})[1:-1]
-        before_as_of = head + b"," + counted.range
-        content = tap_counts_json(team.id, team.name, before_as_of, as_of, counted.rest)
+        content = tap_counts_json(team.id, team.name, head, counted, as_of)
         response = HttpResponse(content, content_type=JSONRenderer.media_type)
-        if not query.tags:
+        stored_at = stored_answer_key(team.id, auth.team_write_version, question)
+        if stored_at is not None and not query.tags:
             # A tag filter is checked against the team's tags on every request (a tag may
             # have moved since), which a replay would skip.
             response.replayable = Replayable(  # type: ignore[attr-defined]
                 team.id,
                 auth.team_write_version,
                 team_zone(team).key,
-                before_as_of,
-                counted.rest,
+                head,
+                stored_at,
                 answer.valid_until,
             )
         return response

@@ -332,3 +332,22 @@ def test_a_replay_ends_when_its_partial_bucket_does(
     late = valid_until_ms / 1000
     assert throttling.take_if_replayed(name, rate, now=late, replay_key=where.decode()) is None
     assert throttling.take_if_replayed(name, rate, now=late - 1, replay_key=where.decode())
+
+
+def test_a_replay_names_its_answer_rather_than_holding_it(
+    ask: Ask, tapped: Tag, read_key: IssuedKey, served_by_django: list[str], redis_url: str
+) -> None:
+    quarter = "interval=hour&start=2024-01-01&end=2024-03-31&tz=UTC"
+    first = ask(read_key, quarter)
+    client = redis.Redis.from_url(redis_url)
+    (where,) = client.keys(f"taps:replay{REPLAY_FORMAT}:*")
+    (answer,) = client.keys("taps:answer*")
+    stored = client.get(where)
+    assert stored is not None and answer in stored
+    assert len(first["body"]) > 100_000 and len(stored) < 2_000
+
+    client.delete(answer)  # the answer expired or was evicted: Django computes it again
+    second = ask(read_key, quarter)
+
+    assert len(served_by_django) == 2
+    assert without_as_of(second["body"]) == without_as_of(first["body"])
