@@ -1,8 +1,9 @@
 """Loading the seed's CSV files (SPEC 4, 10), streamed in batches through the write path.
 
 Taps: a reader thread turns the file into batches of checked rows in one canonical CSV form
-(``line,id,tag_uid,count,created_at``), reporting bad rows with their line, while the main
-thread COPYs the previous batch into the stage and stores it (``analytics.ingest``). Memory
+(``line,id,tag_uid,count,created_at``), reporting bad rows with their line, while the
+previous batch is COPYed into the stage and stored (``analytics.ingest``), on PostgreSQL by
+two connections at once, its teams split between them (``TapLanes``). Memory
 holds a few batches, whatever the size of the file. Each batch commits on its own, so an
 interrupted load keeps what it stored and a rerun skips it. Checks that need the database
 (unknown tag, a tap older than its tag's owner, an id repeated in the file) run only when
@@ -13,8 +14,9 @@ import csv
 import io
 import itertools
 import re
+from collections import Counter
 from collections.abc import Callable, Generator, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from contextlib import closing
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -86,6 +88,8 @@ class LoadReport:
 T = TypeVar("T")
 ProblemHandler = Callable[[Problem], None]
 ProgressHandler = Callable[[int], None]
+# Stores a batch's rows: (rows, batch number, whether the file stored taps before).
+StoreRows = Callable[[list[str], int, bool], list["StoredBatch"]]
 
 
 def parse_id(text: str, what: str) -> int:
@@ -537,34 +541,161 @@ def finish_tap_load() -> None:
         cursor.execute("DROP TABLE IF EXISTS load_ranges")
 
 
-def store_tap_batch(batch: TapBatch, report: LoadReport) -> list[Problem]:
-    """Stage a batch's rows, store them, and return the bad rows the database found:
-    unknown tags, taps older than their tag's owner, ids repeated in the file.
+# A row of ``load_ranges``: the seq range a batch of this file took for a team.
+RangeRow = tuple[int, int, int, int, int]
+RANGE_COLUMNS = ("batch", "team_id", "after", "last", "shift")
+
+
+@dataclass
+class StoredBatch:
+    """What storing a batch's rows did: the counts, the bad rows the database found, and
+    the seq ranges it took (``load_ranges`` rows)."""
+
+    result: StoreResult
+    problems: list[Problem]
+    ranges: list[RangeRow]
+
+
+def store_tap_batch(
+    rows: list[str],
+    number: int,
+    *,
+    file_has_stored: bool,
+    earlier_ranges: list[RangeRow] | None = None,
+) -> StoredBatch:
+    """Stage rows of the file's batch ``number``, store them, and find the bad rows the
+    database sees: unknown tags, taps older than their tag's owner, ids repeated in the
+    file. ``earlier_ranges`` are ranges of this file stored on other connections, added
+    to this connection's ``load_ranges`` first.
 
     Needs ``start_tap_load`` first and a transaction around it.
     """
-    if not batch.rows:
-        return []
-    report.tap_batches += 1
     with connection.cursor() as cursor:
-        _stage_tap_rows(cursor, batch.rows)
+        if earlier_ranges:
+            copy_rows(cursor, "load_ranges", RANGE_COLUMNS, earlier_ranges)
+        _stage_tap_rows(cursor, rows)
         result = store_staged_taps(live_limit=LOADER_INLINE_LIMIT)
-        copy_rows(
-            cursor,
-            "load_ranges",
-            ("batch", "team_id", "after", "last", "shift"),
-            [_range_row(report.tap_batches, stored) for stored in result.ranges],
-        )
+        ranges = [_range_row(number, stored) for stored in result.ranges]
+        copy_rows(cursor, "load_ranges", RANGE_COLUMNS, ranges)
         problems = []
-        if result.accepted + result.duplicates < len(batch.rows):
+        if result.accepted + result.duplicates < len(rows):
             problems += _taps_not_owned(cursor)
-        if result.duplicates and (result.accepted or report.taps.accepted):
+        if result.duplicates and (result.accepted or file_has_stored):
             # Only ids this file has stored can be repeats; a rerun skips this.
-            repeats = _repeated_ids(cursor, report.tap_batches)
+            repeats = _repeated_ids(cursor, number)
             result.duplicates -= len(repeats)
             problems += repeats
-    report.taps.add(result)
-    return problems
+    return StoredBatch(result, problems, ranges)
+
+
+def _store_in_transaction(
+    rows: list[str], number: int, file_has_stored: bool, earlier_ranges: list[RangeRow]
+) -> StoredBatch:
+    with transaction.atomic():
+        return store_tap_batch(
+            rows, number, file_has_stored=file_has_stored, earlier_ranges=earlier_ranges
+        )
+
+
+def default_lanes() -> int:
+    """Connections that store a taps file's batches at once, unless told: two on
+    PostgreSQL (one backend storing a batch keeps one core busy; docs/PERFORMANCE.md),
+    one on SQLite, which has a single writer."""
+    return 2 if connection.vendor == "postgresql" else 1
+
+
+class TapLanes:
+    """Stores each batch of a taps file on ``count`` database connections at once, each
+    in a thread of its own, and waits for all of them before the next batch.
+
+    A batch's taps are split by their tag's team, every team to one connection, so the
+    connections never wait for each other's row locks (a team's counter, rollup and
+    day-level rows) and a team's taps keep their line order in ``seq``. The teams go to
+    the connection with the fewest rows so far, largest team first. Each connection
+    keeps the file's seq ranges in its own ``load_ranges``; the ranges stored on the
+    others are added before its next batch, so an id repeated in the file is named with
+    its first line whichever connection stored it.
+    """
+
+    def __init__(self, count: int) -> None:
+        self._threads = [
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"load_taps lane {n}")
+            for n in range(count)
+        ]
+        self._unseen: list[list[RangeRow]] = [[] for _ in range(count)]
+        try:
+            self._on_each(start_tap_load)
+        except BaseException:
+            self._shutdown()
+            raise
+
+    def store(self, rows: list[str], number: int, file_has_stored: bool) -> list[StoredBatch]:
+        futures = {
+            lane: self._threads[lane].submit(
+                _store_in_transaction, part, number, file_has_stored, self._unseen[lane]
+            )
+            for lane, part in enumerate(self._split(rows))
+            if part
+        }
+        wait(futures.values())
+        stored = {lane: future.result() for lane, future in futures.items()}
+        for lane in stored:
+            self._unseen[lane] = []
+        for lane, batch in stored.items():
+            for other, unseen in enumerate(self._unseen):
+                if other != lane:
+                    unseen.extend(batch.ranges)
+        return list(stored.values())
+
+    def close(self) -> None:
+        try:
+            self._on_each(_close_lane)
+        finally:
+            self._shutdown()
+
+    def _split(self, rows: list[str]) -> list[list[str]]:
+        uids = [row.split(",", 3)[2] for row in rows]
+        team_of = _teams_of_tags(set(uids))
+        loads = [0] * len(self._threads)
+        lane_of: dict[int | None, int] = {}
+        # An unknown tag (None) has no team: its rows go anywhere, to be reported.
+        for team, size in Counter(team_of.get(uid) for uid in uids).most_common():
+            lane = loads.index(min(loads))
+            lane_of[team] = lane
+            loads[lane] += size
+        parts: list[list[str]] = [[] for _ in self._threads]
+        for row, uid in zip(rows, uids, strict=True):
+            parts[lane_of[team_of.get(uid)]].append(row)
+        return parts
+
+    def _on_each(self, function: Callable[[], None]) -> None:
+        futures = [thread.submit(function) for thread in self._threads]
+        wait(futures)
+        for future in futures:
+            future.result()
+
+    def _shutdown(self) -> None:
+        for thread in self._threads:
+            thread.shutdown()
+
+
+def _teams_of_tags(uids: set[str]) -> dict[str, int]:
+    """The current team of each known tag among ``uids`` (as the rows spell them)."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT uid, team_id FROM teams_tag WHERE uid = ANY(%s)", [[int(u) for u in uids]]
+        )
+        return {str(uid): team_id for uid, team_id in cursor.fetchall()}
+
+
+def _store_here(rows: list[str], number: int, file_has_stored: bool) -> list[StoredBatch]:
+    with transaction.atomic():
+        return [store_tap_batch(rows, number, file_has_stored=file_has_stored)]
+
+
+def _close_lane() -> None:
+    finish_tap_load()
+    connection.close()
 
 
 def _stage_tap_rows(cursor: CursorWrapper, rows: list[str]) -> None:
@@ -663,10 +794,12 @@ def load_files(
     on_problem: ProblemHandler,
     progress: Callable[[str, int], ProgressHandler | None] | None = None,
     on_batch: Callable[[LoadReport], None] | None = None,
+    lanes: int = 1,
 ) -> LoadReport:
     """Load a tags file, then a taps file, reporting bad rows in line order. With
     ``strict`` everything runs in one transaction that is rolled back if any row is bad
-    (``StrictLoadFailed``)."""
+    (``StrictLoadFailed``). On PostgreSQL, outside a transaction, ``lanes`` connections
+    store the taps file's batches (``TapLanes``); otherwise this connection does."""
     report = LoadReport()
     pending: list[Problem] = []
 
@@ -690,15 +823,19 @@ def load_files(
                 flush(problems)
         flush([])
 
-    def load_taps(path: Path) -> None:
+    def load_taps(path: Path, store: StoreRows) -> None:
         advance = open_progress(path)
         with (
             open_csv(path) as stream,
             closing(prefetched(read_tap_batches(stream, batch_size))) as batches,
         ):
             for batch in batches:
-                with transaction.atomic():
-                    problems = store_tap_batch(batch, report)
+                problems = []
+                if batch.rows:
+                    report.tap_batches += 1
+                    for stored in store(batch.rows, report.tap_batches, report.taps.accepted > 0):
+                        report.taps.add(stored.result)
+                        problems += stored.problems
                 flush(batch.problems + problems)
                 if advance is not None:
                     advance(batch.chars)
@@ -708,10 +845,18 @@ def load_files(
     def run() -> None:
         if tags_path is not None:
             load_tags(tags_path)
-        if taps_path is not None:
+        if taps_path is None:
+            pass
+        elif lanes > 1 and connection.vendor == "postgresql" and not connection.in_atomic_block:
+            tap_lanes = TapLanes(lanes)
+            try:
+                load_taps(taps_path, tap_lanes.store)
+            finally:
+                tap_lanes.close()
+        else:
             start_tap_load()
             try:
-                load_taps(taps_path)
+                load_taps(taps_path, _store_here)
             finally:
                 finish_tap_load()
         if strict and report.bad_rows:

@@ -14,6 +14,7 @@ from analytics.loader import (
     Problem,
     ProgressHandler,
     StrictLoadFailed,
+    default_lanes,
     load_files,
 )
 
@@ -44,6 +45,12 @@ class Command(BaseCommand):
             default=50_000,
             help="rows per batch; each batch is one transaction (default 50000)",
         )
+        parser.add_argument(
+            "--lanes",
+            type=int,
+            help="database connections storing each batch at once, its teams split between "
+            "them (default 2 on PostgreSQL; always 1 on SQLite and with --strict)",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         tags_path: Path | None = None if options["no_tags"] else options["tags"]
@@ -53,6 +60,9 @@ class Command(BaseCommand):
                 raise CommandError(f"{path}: no such file")
         if options["batch_size"] < 1:
             raise CommandError("--batch-size must be at least 1")
+        lanes: int = default_lanes() if options["lanes"] is None else options["lanes"]
+        if lanes < 1:
+            raise CommandError("--lanes must be at least 1")
         verbosity: int = options["verbosity"]
         started = time.monotonic()
         batches = 0
@@ -89,6 +99,7 @@ class Command(BaseCommand):
                 on_problem=report_problem,
                 progress=show_progress,
                 on_batch=note_batch,
+                lanes=lanes,
             )
         except FileFormatError as error:
             raise CommandError(f"{current_file}{error}") from None
