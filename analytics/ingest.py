@@ -11,6 +11,7 @@ the rollups never disagree with the raw taps and a duplicate never counts twice 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
+from functools import partial
 from typing import Any
 
 from django.db import connection, transaction
@@ -183,7 +184,7 @@ def store_staged_taps(
         live.publish_on_commit(
             [stored for stored in ranges if stored.accepted],
             live_limit,
-            _known_taps(teams, staged, live_limit),
+            partial(_known_taps, teams, staged, live_limit),
         )
     staged_count = sum(size for _, size in teams)
     return StoreResult(accepted=accepted, duplicates=staged_count - accepted, ranges=ranges)

@@ -11,7 +11,7 @@ write: the taps are committed before it starts.
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
@@ -105,15 +105,29 @@ KnownTaps = dict[int, list[TapMessage]]
 
 
 def publish_on_commit(
-    ranges: Sequence[StoredRange], inline_limit: int, known: KnownTaps | None = None
+    ranges: Sequence[StoredRange],
+    inline_limit: int,
+    known: Callable[[], KnownTaps | None] | None = None,
 ) -> None:
     """Push these ranges to their teams once the current transaction commits; a team's
-    taps come from ``known`` if there, else they are read back.
+    taps come from what ``known`` returns if there, else they are read back.
 
+    ``known`` runs after the commit: building a 1000-tap batch's messages took 3 ms, which
+    inside the transaction the team's other writers spent waiting for its counter row.
     ``robust``: should reading the taps back fail after the commit, Django logs it and the
     request still answers with what was stored; a push is never worth a 500.
     """
-    transaction.on_commit(partial(publish, list(ranges), inline_limit, known), robust=True)
+    transaction.on_commit(
+        partial(_publish_committed, list(ranges), inline_limit, known), robust=True
+    )
+
+
+def _publish_committed(
+    ranges: Sequence[StoredRange],
+    inline_limit: int,
+    known: Callable[[], KnownTaps | None] | None,
+) -> None:
+    publish(ranges, inline_limit, known() if known is not None else None)
 
 
 def publish(
