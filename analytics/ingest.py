@@ -26,9 +26,13 @@ STAGE_TABLE = "tap_stage"
 STAGE_COLUMNS = ("line", "tap_id", "tag_uid", "count", "created_at")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class TapRow:
-    """A tap to store. ``line`` says where it came from (file line or batch position)."""
+    """A tap to store. ``line`` says where it came from (file line or batch position).
+
+    Not frozen: the ingest API makes 1000 per request, and a frozen dataclass's
+    ``__init__`` (``object.__setattr__`` per field) took three times as long.
+    """
 
     tap_id: int
     tag_uid: int
@@ -112,14 +116,27 @@ def stage_taps(rows: Iterable[TapRow]) -> int:
     with connection.cursor() as cursor:
         create_stage(cursor)
         cursor.execute(f"DELETE FROM {STAGE_TABLE}")
-        values: Iterable[tuple[int, int, int, int, datetime | str]]
         if connection.vendor == "postgresql":
-            values = ((n, r.tap_id, r.tag_uid, r.count, r.at) for n, r in enumerate(rows))
-        else:
-            values = (
-                (n, r.tap_id, r.tag_uid, r.count, db_instant(r.at)) for n, r in enumerate(rows)
-            )
+            return _copy_to_stage(cursor, rows)
+        values = ((n, r.tap_id, r.tag_uid, r.count, db_instant(r.at)) for n, r in enumerate(rows))
         return copy_rows(cursor, STAGE_TABLE, STAGE_COLUMNS, values)
+
+
+def _copy_to_stage(cursor: CursorWrapper, rows: Iterable[TapRow]) -> int:
+    """COPY the rows as one text in COPY's text format (numbers and ISO instants need no
+    escaping): psycopg's ``write_row`` adapted every value in Python, a fifth of an ingest
+    request's CPU. A batch's taps mostly share their instant (``now``): each distinct
+    instant is written out once."""
+    instants: dict[datetime, str] = {}
+    lines = []
+    for n, row in enumerate(rows):
+        at = instants.get(row.at)
+        if at is None:
+            at = instants[row.at] = row.at.isoformat()
+        lines.append(f"{n}\t{row.tap_id}\t{row.tag_uid}\t{row.count}\t{at}\n")
+    with cursor.cursor.copy(f"COPY {STAGE_TABLE} ({', '.join(STAGE_COLUMNS)}) FROM STDIN") as copy:
+        copy.write("".join(lines))
+    return len(lines)
 
 
 def instant_type() -> str:
@@ -202,12 +219,16 @@ def _known_taps(
     if not stored.accepted == size == len(staged) <= live_limit or stored.first_line != 0:
         return None
     first_seq = stored.after + 1
-    return {
-        stored.team_id: [
-            live.tap_message(row.tap_id, row.tag_uid, row.count, row.at, first_seq + line)
-            for line, row in enumerate(staged)
-        ]
-    }
+    instants: dict[datetime, str] = {}
+    messages = []
+    for line, row in enumerate(staged):
+        at = instants.get(row.at)
+        if at is None:
+            at = instants[row.at] = live.instant_text(row.at)
+        messages.append(
+            live.tap_message_at(row.tap_id, row.tag_uid, row.count, at, first_seq + line)
+        )
+    return {stored.team_id: messages}
 
 
 def _staged_days(cursor: CursorWrapper) -> list[tuple[int, date]]:

@@ -65,14 +65,16 @@ def team_group(team_id: int) -> str:
 
 
 def tap_message(tap_id: int, tag_id: int, count: int, at: datetime, seq: int) -> TapMessage:
-    return {
-        "type": "tap",
-        "id": tap_id,
-        "tag": tag_id,
-        "count": count,
-        "at": at.astimezone(UTC).isoformat(),
-        "seq": seq,
-    }
+    return tap_message_at(tap_id, tag_id, count, instant_text(at), seq)
+
+
+def tap_message_at(tap_id: int, tag_id: int, count: int, at: str, seq: int) -> TapMessage:
+    """A tap's message with its instant already written out (``instant_text``)."""
+    return {"type": "tap", "id": tap_id, "tag": tag_id, "count": count, "at": at, "seq": seq}
+
+
+def instant_text(at: datetime) -> str:
+    return at.astimezone(UTC).isoformat()
 
 
 def taps_after(
