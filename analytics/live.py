@@ -14,7 +14,6 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from functools import partial
 from typing import Any, TypedDict
 
 from asgiref.sync import async_to_sync
@@ -117,19 +116,15 @@ def publish_on_commit(
     ``known`` runs after the commit: building a 1000-tap batch's messages took 3 ms, which
     inside the transaction the team's other writers spent waiting for its counter row.
     ``robust``: should reading the taps back fail after the commit, Django logs it and the
-    request still answers with what was stored; a push is never worth a 500.
+    request still answers with what was stored; a push is never worth a 500. Django names
+    a failed hook by its ``__qualname__``, so the hook is a function, not a ``partial``.
     """
-    transaction.on_commit(
-        partial(_publish_committed, list(ranges), inline_limit, known), robust=True
-    )
+    stored = list(ranges)
 
+    def publish_committed() -> None:
+        publish(stored, inline_limit, known() if known is not None else None)
 
-def _publish_committed(
-    ranges: Sequence[StoredRange],
-    inline_limit: int,
-    known: Callable[[], KnownTaps | None] | None,
-) -> None:
-    publish(ranges, inline_limit, known() if known is not None else None)
+    transaction.on_commit(publish_committed, robust=True)
 
 
 def publish(
