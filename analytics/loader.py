@@ -689,8 +689,7 @@ def _teams_of_tags(uids: set[str]) -> dict[str, int]:
 
 
 def _store_here(rows: list[str], number: int, file_has_stored: bool) -> list[StoredBatch]:
-    with transaction.atomic():
-        return [store_tap_batch(rows, number, file_has_stored=file_has_stored)]
+    return [_store_in_transaction(rows, number, file_has_stored, [])]
 
 
 def _close_lane() -> None:
@@ -845,20 +844,19 @@ def load_files(
     def run() -> None:
         if tags_path is not None:
             load_tags(tags_path)
-        if taps_path is None:
-            pass
-        elif lanes > 1 and connection.vendor == "postgresql" and not connection.in_atomic_block:
-            tap_lanes = TapLanes(lanes)
-            try:
-                load_taps(taps_path, tap_lanes.store)
-            finally:
-                tap_lanes.close()
-        else:
-            start_tap_load()
-            try:
-                load_taps(taps_path, _store_here)
-            finally:
-                finish_tap_load()
+        if taps_path is not None:
+            if lanes > 1 and connection.vendor == "postgresql" and not connection.in_atomic_block:
+                tap_lanes = TapLanes(lanes)
+                try:
+                    load_taps(taps_path, tap_lanes.store)
+                finally:
+                    tap_lanes.close()
+            else:
+                start_tap_load()
+                try:
+                    load_taps(taps_path, _store_here)
+                finally:
+                    finish_tap_load()
         if strict and report.bad_rows:
             raise StrictLoadFailed(report)
 
