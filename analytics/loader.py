@@ -623,6 +623,7 @@ class TapLanes:
             for n in range(count)
         ]
         self._unseen: list[list[RangeRow]] = [[] for _ in range(count)]
+        self._interrupted = False
         try:
             self._on_each(start_tap_load)
         except BaseException:
@@ -630,6 +631,8 @@ class TapLanes:
             raise
 
     def store(self, rows: list[str], number: int, file_has_stored: bool) -> list[StoredBatch]:
+        if self._interrupted:
+            raise KeyboardInterrupt
         futures = {
             lane: self._threads[lane].submit(
                 _store_in_transaction, part, number, file_has_stored, self._unseen[lane]
@@ -637,7 +640,13 @@ class TapLanes:
             for lane, part in enumerate(self._split(rows))
             if part
         }
-        wait(futures.values())
+        try:
+            wait(futures.values())
+        except KeyboardInterrupt:
+            # The connections commit their parts whatever happens here: finish the batch
+            # and report it like any other, and stop before the next one.
+            wait(futures.values())
+            self._interrupted = True
         stored = {lane: future.result() for lane, future in futures.items()}
         for lane in stored:
             self._unseen[lane] = []

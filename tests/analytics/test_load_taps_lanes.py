@@ -4,12 +4,15 @@ These tests commit for real (other connections must see the tags), so they run o
 the test's transaction; on SQLite the loader always uses one connection.
 """
 
+from concurrent.futures import wait
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from django.db import connection
 
+from analytics import loader
 from analytics.loader import TapLanes
 from analytics.models import Tap
 from teams.models import Tag, Team
@@ -17,6 +20,7 @@ from teams.tags import move_tag
 from tests.analytics.test_load_taps import (
     TAPS_HEADER,
     assert_rollups_exact,
+    good_rows,
     load,
     load_failing,
     tags_csv,
@@ -135,6 +139,33 @@ def test_a_batch_is_split_by_team_largest_team_first(eight_tags_csv: Path) -> No
         ["1000000001"] * 5 + ["1000000099"],
         ["1000000002"] * 3 + ["1000000003"] * 2,
     ]
+
+
+def test_ctrl_c_while_the_connections_store_a_batch_finishes_and_counts_it(
+    tags_csv: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Ctrl-C arrives while the main thread waits for the first batch (the second wait:
+    # the first starts the connections). Their transactions commit regardless, so the
+    # batch is finished, counted in the message, and the load stops before the next.
+    waits = []
+
+    def interrupted_second_wait(futures: Any) -> Any:
+        waits.append(futures)
+        if len(waits) == 2:
+            raise KeyboardInterrupt
+        return wait(futures)
+
+    monkeypatch.setattr(loader, "wait", interrupted_second_wait)
+    taps = write_csv(tmp_path / "taps.csv", TAPS_HEADER, *good_rows(10))
+
+    error, _ = load_failing(
+        "--tags", str(tags_csv), "--taps", str(taps), "--batch-size", "4", "--lanes", "2"
+    )
+
+    assert str(error).startswith("interrupted after 1 committed batches;")
+    assert error.returncode == 130
+    assert Tap.objects.count() == 4
+    assert_rollups_exact()
 
 
 def test_fewer_than_one_connection_is_a_clear_error(tags_csv: Path, tmp_path: Path) -> None:
