@@ -14,9 +14,8 @@ the query module only sums stored rows into them. Instants are aware UTC datetim
 
 import enum
 from bisect import bisect_right
-from collections.abc import Iterator
-from datetime import UTC, date, datetime, timedelta
-from functools import lru_cache
+from datetime import UTC, date, datetime, timedelta, timezone
+from functools import cache, lru_cache
 from zoneinfo import ZoneInfo
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -132,24 +131,28 @@ def _calendar_boundaries(
 
 def _elapsed_candidates(
     start: datetime, end: datetime, zone: ZoneInfo, unit: timedelta, margin: timedelta
-) -> list[datetime]:
+) -> tuple[list[datetime], list[timedelta]]:
     """Every instant in ``[start - margin, end + margin]`` at which the local clock shows a
-    whole ``unit``: while the offset stays the same they are ``unit`` apart, so each
-    candidate costs one offset lookup, and a change of offset is found by bisection."""
+    whole ``unit``, and the offset in force at each: while the offset stays the same they
+    are ``unit`` apart, so each candidate costs one offset lookup, and a change of offset
+    is found by bisection."""
     low, high = start - margin, end + margin
     found: list[datetime] = []
+    offsets: list[timedelta] = []
     offset = _offset_at(low, zone)
     candidate = _next_whole(low, offset, unit)
     previous = low
     while candidate <= high:
-        if _offset_at(candidate, zone) == offset:
+        # Inlined ``_offset_at``: a day by minute checks 1,500 candidates.
+        if candidate.astimezone(zone).utcoffset() == offset:
             found.append(candidate)
+            offsets.append(offset)
             previous, candidate = candidate, candidate + unit
             continue
         change = _offset_change(previous, candidate, zone)
         offset = _offset_at(change, zone)
         previous, candidate = change, _next_whole(change, offset, unit)
-    return found
+    return found, offsets
 
 
 def _offset_at(instant: datetime, zone: ZoneInfo) -> timedelta:
@@ -183,20 +186,60 @@ def _offset_change(before: datetime, after: datetime, zone: ZoneInfo) -> datetim
 
 def _elapsed_boundaries(
     start: datetime, end: datetime, interval: Interval, zone: ZoneInfo, cap: int
-) -> list[datetime]:
+) -> tuple[list[datetime], list[str]]:
     unit = _UNITS[interval]
     # Offsets change by at most a day, so this bound is close; the exact count follows.
     if (end - start) / unit > cap + 48:
         raise TooManyBuckets(cap)
     for margin in _MARGINS:
-        candidates = _elapsed_candidates(start, end, zone, unit, margin)
+        candidates, offsets = _elapsed_candidates(start, end, zone, unit, margin)
         first = bisect_right(candidates, start) - 1
         last = bisect_right(candidates, end - timedelta(microseconds=1))
         if first >= 0 and last < len(candidates):
             if last - first > cap:
                 raise TooManyBuckets(cap)
-            return candidates[first : last + 1]
+            starts = candidates[first:last]
+            return candidates[first : last + 1], _clock_labels(starts, offsets[first:last], unit)
     raise TooManyBuckets(cap)  # pragma: no cover - no zone skips more than a day
+
+
+# "THH:MM:00" for every minute of a day.
+_CLOCK = [f"T{minute // 60:02d}:{minute % 60:02d}:00" for minute in range(24 * 60)]
+
+
+@cache
+def _offset_text(offset: timedelta) -> str:
+    """An offset as ``isoformat`` writes it: +05:30, -03:00, +00:00, +05:53:28."""
+    return datetime(2000, 1, 1, tzinfo=timezone(offset)).isoformat()[19:]
+
+
+def _clock_labels(starts: list[datetime], offsets: list[timedelta], unit: timedelta) -> list[str]:
+    """``starts[i].astimezone(zone).isoformat()`` for whole local minutes or hours, given
+    the offset in force at each: while it holds and the starts are ``unit`` apart, the
+    clock moves on by ``unit``, and the text is put together from a table. A quarter by
+    hour's 2,200 labels took 5 ms through ``astimezone`` and ``isoformat``."""
+    step = unit // timedelta(minutes=1)
+    labels: list[str] = []
+    offset: timedelta | None = None
+    previous = EPOCH
+    day = date.min
+    day_text = offset_text = ""
+    minute = 0
+    for instant, instant_offset in zip(starts, offsets, strict=True):
+        if instant_offset != offset or instant - previous != unit:
+            offset = instant_offset
+            wall = instant + offset  # still marked UTC, but its fields are the local clock
+            day, minute = wall.date(), wall.hour * 60 + wall.minute
+            day_text, offset_text = day.isoformat(), _offset_text(offset)
+        else:
+            minute += step
+            if minute >= len(_CLOCK):
+                minute -= len(_CLOCK)
+                day += timedelta(days=1)
+                day_text = day.isoformat()
+        labels.append(day_text + _CLOCK[minute] + offset_text)
+        previous = instant
+    return labels
 
 
 def boundaries(
@@ -207,15 +250,25 @@ def boundaries(
     *,
     week_start: int = 0,
     cap: int,
-) -> list[datetime]:
-    """The UTC starts of every bucket meeting ``[start, end)``, then the end of the last.
+) -> tuple[list[datetime], list[str]]:
+    """The UTC starts of every bucket meeting ``[start, end)``, then the end of the last;
+    and each bucket's label: its start in ISO 8601 as the zone's clocks showed it, with
+    the offset in force.
 
     The first bucket starts at or before ``start``; the last ends at or after ``end``.
     Raises ``TooManyBuckets`` when there would be more than ``cap`` buckets.
     """
     if interval.is_elapsed:
         return _elapsed_boundaries(start, end, interval, zone, cap)
-    return _calendar_boundaries(start, end, interval, zone, week_start, cap)
+    instants = _calendar_boundaries(start, end, interval, zone, week_start, cap)
+    return instants, [_calendar_label(instant, zone) for instant in instants[:-1]]
+
+
+# A year by day asks for 366 labels, the same from one query to the next; 20,000 entries
+# take about 3 MB.
+@lru_cache(maxsize=20_000)
+def _calendar_label(instant: datetime, zone: ZoneInfo) -> str:
+    return instant.astimezone(zone).isoformat()
 
 
 # Each costs four zone conversions and a year by day needs 366; 20,000 entries (about
@@ -232,9 +285,3 @@ def shift_years(day: date, years: int) -> date:
         return day.replace(year=day.year + years)
     except ValueError:
         return day.replace(year=day.year + years, day=28)
-
-
-def iter_labels(bounds: list[datetime], zone: ZoneInfo) -> Iterator[str]:
-    """Each bucket's label: its first instant, with the offset in force then."""
-    for instant in bounds[:-1]:
-        yield instant.astimezone(zone).isoformat()

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from analytics.queries import Period, TapCounts
+from analytics.queries import BucketSums, TapCounts
 
 
 def json_bytes(data: Any) -> bytes:
@@ -24,14 +24,13 @@ def tap_counts_json(
     return b",".join((team, head, counted.range, as_of_member, counted.rest)) + b"}"
 
 
-def _results(periods: list[Period]) -> str:
+def _results(results: BucketSums) -> str:
     # Written out rather than through dictionaries and json: thousands of buckets are
     # most of a long answer's cost, and labels and numbers need no escaping.
-    return ",".join(
-        f'{{"period":"{period.label}","taps":{period.taps},'
-        f'"partial":{"true" if period.partial else "false"}}}'
-        for period in periods
-    )
+    pairs = zip(results.buckets.json_items, results.sums, strict=True)
+    if results.fill:
+        return ",".join([f"{before}{taps}{after}" for (before, after), taps in pairs])
+    return ",".join([f"{before}{taps}{after}" for (before, after), taps in pairs if taps])
 
 
 @dataclass(frozen=True)
@@ -48,10 +47,11 @@ class CountedJSON:
     ) -> "CountedJSON":
         range_ = f'"start":"{counts.start.isoformat()}","end":"{counts.end.isoformat()}"'
         if counts.series is None:
-            rest = f'"total":{counts.total},"results":[{_results(counts.periods)}]'
+            assert counts.results is not None
+            rest = f'"total":{counts.total},"results":[{_results(counts.results)}]'
         else:
             series = ",".join(
-                f'{{"tag":{one.tag},"total":{one.total},"results":[{_results(one.periods)}]}}'
+                f'{{"tag":{one.tag},"total":{one.total},"results":[{_results(one.results)}]}}'
                 for one in counts.series
             )
             rest = f'"total":{counts.total},"series":[{series}]'
