@@ -321,6 +321,53 @@ def _add_day_level(
         sums[bucket + offset] += taps
 
 
+def _add_raw_minutes(
+    team: Team, source: _Source, bounds: Sequence[datetime], sums: list[int]
+) -> None:
+    """Add the team's raw taps in the source's range to ``sums``, summed by UTC minute in
+    the database and placed in their buckets with NumPy. A busy day at bench-10M is
+    4,000 minutes, which as datetimes placed one by one took 2-3 µs each."""
+    with connection.cursor() as cursor:
+        low, high = (
+            connection.ops.adapt_datetimefield_value(at) for at in (source.low, source.high)
+        )
+        cursor.execute(_raw_minutes_sql(), [team.pk, low, high])
+        rows = cursor.fetchall()
+    if not rows:
+        return
+    seconds, taps = np.array(rows, dtype=np.int64).T
+    bound_seconds = np.array([(bound - EPOCH) // _SECOND for bound in bounds], dtype=np.int64)
+    # As ``_bucket_index``: a minute before the first boundary is in the first bucket.
+    buckets = np.searchsorted(bound_seconds, seconds, side="right") - 1
+    np.clip(buckets, 0, len(bounds) - 2, out=buckets)
+    for bucket, bucket_taps in enumerate(_sum_by(buckets, taps, len(bounds) - 1).tolist()):
+        if bucket_taps:
+            sums[bucket] += bucket_taps
+
+
+_SECOND = timedelta(seconds=1)
+
+
+@cache
+def _raw_minutes_sql() -> str:
+    """A team's raw taps from one instant to another by UTC minute: the minute's first
+    second since the epoch, and its taps. Read from the ``(team, created_at)`` index
+    alone (``count`` is in it)."""
+    created = sql.column(Tap, "created_at")
+    if connection.vendor == "postgresql":
+        minute = f"date_trunc('minute', {created} AT TIME ZONE 'UTC')"
+        first_second = f"floor(extract(epoch FROM {minute}))::bigint"
+    else:
+        # Instants are UTC text; strftime('%s') reads the whole seconds of the wall.
+        minute = f"substr({created}, 1, 16)"
+        first_second = f"CAST(strftime('%%s', {minute} || ':00') AS INTEGER)"
+    return (
+        f"SELECT {first_second}, sum({sql.column(Tap, 'count')}) FROM {sql.table(Tap)} "
+        f"WHERE {sql.column(Tap, 'team')} = %s AND {created} >= %s AND {created} < %s "
+        f"GROUP BY {minute}"
+    )
+
+
 @cache
 def _team_days_sql(quarters: Literal["none", "slice", "all"]) -> str:
     """A team's day-level rows from one day to another, with no running totals, one
@@ -375,6 +422,9 @@ def count_taps(
         for source in sources:
             if source.table == "rollup":
                 _add_day_level(team, source.low, source.high, bounds, team_sums)
+                continue
+            if source.trunc == "minute":
+                _add_raw_minutes(team, source, bounds, team_sums)
                 continue
             for period, taps in _grouped_rows(team, source, (), by_tag=False):
                 team_sums[_bucket_index(bounds, period)] += taps

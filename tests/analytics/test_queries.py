@@ -416,6 +416,31 @@ def test_edge_buckets_count_only_taps_inside_the_range_and_are_partial(
     ]
 
 
+def test_minute_buckets_place_taps_before_1970_and_at_the_edges(team: Team, tag: Tag) -> None:
+    # Minute sums come back as seconds since the epoch: a minute before it is negative.
+    store_taps(
+        [
+            TapRow(1, tag.uid, 2, datetime(1969, 12, 31, 23, 58, 59, 999999, tzinfo=UTC)),
+            TapRow(2, tag.uid, 3, datetime(1969, 12, 31, 23, 59, 30, tzinfo=UTC)),
+            TapRow(3, tag.uid, 5, datetime(1970, 1, 1, 0, 0, 0, tzinfo=UTC)),
+            TapRow(4, tag.uid, 7, datetime(1970, 1, 1, 0, 1, 59, 999999, tzinfo=UTC)),
+            TapRow(5, tag.uid, 11, datetime(1970, 1, 1, 0, 2, tzinfo=UTC)),
+        ]
+    )
+    query = TapQuery(
+        start=Endpoint(instant=datetime(1969, 12, 31, 23, 59, tzinfo=UTC)),
+        end=Endpoint(instant=datetime(1970, 1, 1, 0, 2, tzinfo=UTC)),
+        zone=ZoneInfo("Asia/Kolkata"),
+        interval=Interval.MINUTE,
+    )
+    counts = count_taps(team, query)
+    assert [(p.start.isoformat(), p.taps) for p in counts.periods] == [
+        ("1970-01-01T05:29:00+05:30", 3),
+        ("1970-01-01T05:30:00+05:30", 5),
+        ("1970-01-01T05:31:00+05:30", 7),
+    ]
+
+
 def test_a_bucket_that_has_not_ended_is_partial(team: Team) -> None:
     today = datetime.now(UTC).date()
     query = TapQuery(
