@@ -2,9 +2,9 @@
 
 Callers put rows in the connection's staging table (``stage_taps``: COPY on PostgreSQL)
 and call ``store_staged_taps`` in the same transaction. It inserts the raw taps under their
-tag's current team, skips ids the team already has, adds exactly the inserted taps to both
-rollups and rebuilds the day levels of the days they fall on, all in that transaction, so
-the rollups never disagree with the raw taps and a duplicate never counts twice (SPEC 4,
+tag's current team, skips ids the team already has, adds exactly the inserted taps to the
+team rollup and rebuilds the day levels of the days they fall on, all in that transaction,
+so the rollups never disagree with the raw taps and a duplicate never counts twice (SPEC 4,
 11).
 """
 
@@ -155,7 +155,7 @@ OWNED_JOIN = (
 def store_staged_taps(
     *, live_limit: int = LIVE_INLINE_LIMIT, staged: Sequence[TapRow] | None = None
 ) -> StoreResult:
-    """Store the staged taps and add them to the rollups; must run inside a transaction.
+    """Store the staged taps and add them to the rollup; must run inside a transaction.
 
     The stage's ``line`` orders its rows; lines are distinct. Ids the tag's team already has
     are skipped and counted as duplicates, as are repeats of an id within the stage (the
@@ -250,7 +250,7 @@ def _store_postgresql(cursor: CursorWrapper) -> tuple[list[TeamStore], list[tupl
     that got taps."""
     # One statement. ``bumped`` moves each team's counter past the team's staged lines,
     # locking the counter row until commit (teams in id order, so two writers cannot
-    # deadlock): the team's writers thus commit in seq order. The rollups add up exactly the
+    # deadlock): the team's writers thus commit in seq order. The rollup adds up exactly the
     # rows the INSERT reports as new, and a concurrent writer of the same id waits on the
     # unique index, then skips it; its number is left unused. Rows go in in line order, so
     # of an id repeated in the stage the first wins. Numbering by line needs no sort or
@@ -283,11 +283,6 @@ def _store_postgresql(cursor: CursorWrapper) -> tuple[list[TeamStore], list[tupl
             SELECT team_id, bucket, sum(count) FROM new
             GROUP BY team_id, bucket ORDER BY team_id, bucket
             ON CONFLICT (team_id, bucket) DO UPDATE SET taps = r.taps + EXCLUDED.taps
-        ), tag_sums AS (
-            INSERT INTO analytics_tagrollup AS r (team_id, tag_id, bucket, taps)
-            SELECT team_id, tag_id, bucket, sum(count) FROM new
-            GROUP BY team_id, tag_id, bucket ORDER BY team_id, tag_id, bucket
-            ON CONFLICT (team_id, tag_id, bucket) DO UPDATE SET taps = r.taps + EXCLUDED.taps
         )
         SELECT b.team_id, b.last_seq - z.span, b.last_seq, coalesce(n.accepted, 0),
                z.first_line, z.size, coalesce(n.days, '{{}}')
@@ -311,7 +306,7 @@ def _store_sqlite(cursor: CursorWrapper) -> list[TeamStore]:
     # (transaction_mode IMMEDIATE), so these steps cannot interleave with another writer,
     # and taps commit in seq order without locking the counter rows. The rows to insert
     # (the first line of each new id) are picked once into ``tap_stage_new``, and the taps
-    # and both rollups are written from it.
+    # and the rollup are written from it.
     cursor.execute(
         f"""SELECT t.team_id, coalesce(c.last_seq, 0), min(s.line),
                 max(s.line) - min(s.line) + 1, count(*)
@@ -357,13 +352,6 @@ def _store_sqlite(cursor: CursorWrapper) -> list[TeamStore]:
         f"""INSERT INTO analytics_teamrollup (team_id, bucket, taps)
             SELECT team_id, {bucket}, sum(count) FROM tap_stage_new WHERE true GROUP BY 1, 2
             ON CONFLICT (team_id, bucket) DO UPDATE SET taps = taps + excluded.taps""",
-        [],
-    )
-    cursor.execute(
-        f"""INSERT INTO analytics_tagrollup (team_id, tag_id, bucket, taps)
-            SELECT team_id, tag_id, {bucket}, sum(count) FROM tap_stage_new
-            WHERE true GROUP BY 1, 2, 3
-            ON CONFLICT (team_id, tag_id, bucket) DO UPDATE SET taps = taps + excluded.taps""",
         [],
     )
     cursor.execute("SELECT team_id, count(*) FROM tap_stage_new GROUP BY team_id", [])

@@ -1,12 +1,14 @@
 """Counting taps: the one read path behind every analytics endpoint (SPEC 6.1, 6.2, 11).
 
 ``count_taps`` answers a ``TapQuery`` with plain data. Bucket boundaries come from
-``analytics.periods``; the counts come from the 15-minute rollups, grouped in SQL by the
-coarsest ``Trunc`` that no bucket boundary cuts, so a year by day reads one row per day
-however many taps there are. Raw taps are read only where a rollup row would straddle
-the range's edge (a datetime that is not on a quarter hour: at most 15 minutes at each
-end), for minute buckets, and for historic zones whose offsets were not whole quarter
-hours. Results are identical on PostgreSQL and SQLite.
+``analytics.periods``; the counts come from the day levels (a row per team and UTC day
+holding its quarter hours, and its tags' quarter hours), so a year by day reads one row
+per day however many taps there are. Raw taps are read where a quarter hour would
+straddle the range's edge (a datetime that is not on one: at most 15 minutes at each
+end), for minute buckets, for historic zones whose offsets were not whole quarter hours,
+and for the ``tag`` filter, by the index that leads with the tag, grouped in SQL by the
+coarsest ``Trunc`` that no bucket boundary cuts. Results are identical on PostgreSQL and
+SQLite.
 """
 
 from bisect import bisect_right
@@ -25,7 +27,7 @@ from django.db.models import F, Sum
 from django.db.models.functions import Trunc
 from django.utils import timezone as django_timezone
 
-from analytics.models import ROLLUP_STEP, TagDay, TagRollup, Tap, TeamDay
+from analytics.models import ROLLUP_STEP, TagDay, Tap, TeamDay
 from analytics.periods import (
     Interval,
     boundaries,
@@ -191,7 +193,9 @@ def _all_whole(instants: Sequence[datetime], unit: timedelta) -> bool:
 
 @dataclass(frozen=True)
 class _Source:
-    """Rows of one table over ``[low, high)``, grouped by a ``Trunc`` (or not at all)."""
+    """Where to read ``[low, high)``: on the quarter-hour grid ("rollup": the day levels,
+    or the chosen tags' taps grouped by ``trunc``) or not ("raw": the taps, grouped by
+    ``trunc`` or not at all)."""
 
     table: Literal["rollup", "raw"]
     low: datetime
@@ -231,36 +235,24 @@ def _sources(
     return sources
 
 
-def _source_rows(team: Team, source: _Source, tags: Sequence[int]) -> tuple[Any, str, str]:
-    """The source's rows of the team (of ``tags`` if any), with their time and amount
-    fields. The rollup is the tag rollup: team-level counts come from the day level."""
-    if source.table == "raw":
-        queryset: Any = Tap.objects.filter(team=team)
-        time_field, amount = "created_at", "count"
-    else:
-        queryset = TagRollup.objects.filter(team=team)
-        time_field, amount = "bucket", "taps"
-    queryset = queryset.filter(
-        **{f"{time_field}__gte": source.low, f"{time_field}__lt": source.high}
-    )
-    if tags:
-        queryset = queryset.filter(tag_id__in=tags)
-    return queryset, time_field, amount
-
-
 def _grouped_rows(
     team: Team, source: _Source, tags: Sequence[int], by_tag: bool
 ) -> Iterable[tuple[Any, ...]]:
-    """``(instant, taps)`` or ``(instant, tag, taps)`` rows, summed in the database."""
-    queryset, time_field, amount = _source_rows(team, source, tags)
-    period = (
-        Trunc(time_field, source.trunc, tzinfo=source.trunc_zone) if source.trunc else F(time_field)
-    )
+    """``(instant, taps)`` or ``(instant, tag, taps)`` rows of the team's raw taps in the
+    source's range (of ``tags`` if any), summed in the database."""
+    queryset = Tap.objects.filter(team=team, created_at__gte=source.low, created_at__lt=source.high)
+    if tags:
+        queryset = queryset.filter(tag_id__in=tags)
+    trunc = source.trunc
+    if trunc is None and source.table == "rollup":
+        # Its boundaries are quarter hours, so no minute straddles one.
+        trunc = "minute"
+    period = Trunc("created_at", trunc, tzinfo=source.trunc_zone) if trunc else F("created_at")
     fields = ["period", "tag_id"] if by_tag else ["period"]
     rows = (
         queryset.annotate(period=period)
         .values(*fields)
-        .annotate(taps=Sum(amount))
+        .annotate(taps=Sum("count"))
         .order_by()
         .values_list(*fields, "taps")
     )
@@ -536,9 +528,9 @@ def _tag_cells(
         if source.table == "rollup" and not tags:
             parts.append(_tag_day_cells(team, source.low, source.high, bounds, tags))
             continue
-        # Chosen tags are read from the tag rollup, whose key leads with the tag: a busy
-        # tag's year is a few hundred rows there, where the day level would be every
-        # cell of every tag (a year by day for one tag at bench-10M: 120-200 ms).
+        # Chosen tags are read from the raw taps by the index that leads with the tag: a
+        # tag's year is a few hundred index entries there, where the day level would be
+        # every cell of every tag (a year by day for one tag at bench-10M: 120-200 ms).
         rows = list(_grouped_rows(team, source, tags, by_tag=True))
         parts.append(
             _TagCells(

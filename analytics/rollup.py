@@ -1,5 +1,5 @@
-"""The rollups: the 15-minute bucket expression, the day level built from the 15-minute
-rows, and the operators' check and rebuild.
+"""The rollups: the 15-minute bucket expression, the day levels built from the team's
+15-minute rows and from the raw taps, and the operators' check and rebuild.
 
 The write path (``analytics.ingest``) keeps the rollups in step with the raw taps. These
 functions recompute them from the raw taps, which is what ``verify_rollup`` and
@@ -17,10 +17,11 @@ from typing import Any
 
 import numpy as np
 from django.db import connection, transaction
-from django.db.models import Q
+from django.db.models import DateTimeField, Q, QuerySet, Sum
+from django.db.models.expressions import RawSQL
 from django.utils.dateparse import parse_datetime
 
-from analytics.models import TagDay, TagRollup, TeamDay, TeamRollup
+from analytics.models import TagDay, Tap, TeamDay, TeamRollup
 
 QUARTERS_PER_DAY = 96
 _QUARTERS = struct.Struct(f">{QUARTERS_PER_DAY}q")
@@ -103,8 +104,8 @@ def team_day_levels(
 def tag_day_levels(
     fine_rows: Iterable[tuple[int, int, datetime, int]],
 ) -> Iterator[tuple[int, date, int, bytes]]:
-    """``(team, day, taps, cells)`` from tag rollup rows ``(team, tag, bucket, taps)``
-    sorted by team, bucket and tag."""
+    """``(team, day, taps, cells)`` from rows ``(team, tag, bucket, taps)`` of the taps
+    summed by tag and 15-minute bucket, sorted by team, bucket and tag."""
     for (team_id, day), rows in groupby(fine_rows, key=_team_and_day):
         tags, counts, quarters = [], [], []
         for _, tag, bucket, taps in rows:
@@ -114,26 +115,62 @@ def tag_day_levels(
         yield team_id, day, sum(counts), pack_tag_cells(tags, counts, quarters)
 
 
+def _team_quarters() -> QuerySet[Any]:
+    return TeamRollup.objects.order_by("team_id", "bucket").values_list("team_id", "bucket", "taps")
+
+
+def _tag_quarters() -> QuerySet[Any]:
+    bucket = RawSQL(bucket_sql("created_at"), [], output_field=DateTimeField())
+    return (
+        Tap.objects.annotate(bucket=bucket)
+        .values("team_id", "bucket", "tag_id")
+        .annotate(taps=Sum("count"))
+        .order_by("team_id", "bucket", "tag_id")
+        .values_list("team_id", "tag_id", "bucket", "taps")
+    )
+
+
 @dataclass(frozen=True)
 class _DayLevel:
-    """A day level and the 15-minute rollup it is built from."""
+    """A day level and the 15-minute rows it is built from: ``quarters`` gives them for
+    every team, with their instants in ``time_field``."""
 
     name: str
     model: Any
     column: str
-    fine: Any
-    fine_fields: tuple[str, ...]
-    fine_order: tuple[str, ...]
+    quarters: Callable[[], QuerySet[Any]]
+    time_field: str
     build: Callable[[Iterable[Any]], Iterator[tuple[int, date, int, bytes]]]
     empty: bytes
 
-    def fine_rows(self, wanted: Q | None = None, team_ids: Sequence[int] | None = None) -> Any:
-        rows = self.fine.objects.order_by(*self.fine_order)
-        if wanted is not None:
-            rows = rows.filter(wanted)
+    def fine_rows(
+        self,
+        runs: Sequence[tuple[int, date, date]] | None = None,
+        team_ids: Sequence[int] | None = None,
+    ) -> Any:
+        """The 15-minute rows of the ``(team, first day, last day)`` runs (all days if
+        None) of the given teams (all if None)."""
+        rows = self.quarters()
+        if runs is not None:
+            field = self.time_field
+            rows = rows.filter(
+                reduce(
+                    or_,
+                    (
+                        Q(
+                            team_id=team_id,
+                            **{
+                                f"{field}__gte": day_start(first),
+                                f"{field}__lt": day_start(last) + timedelta(days=1),
+                            },
+                        )
+                        for team_id, first, last in runs
+                    ),
+                )
+            )
         if team_ids is not None:
             rows = rows.filter(team_id__in=team_ids)
-        return rows.values_list(*self.fine_fields).iterator()
+        return rows.iterator()
 
     def write(self, days: Iterable[tuple[int, date, int, bytes]]) -> int:
         sql = f"""INSERT INTO {self.model._meta.db_table} (team_id, day, taps, {self.column})
@@ -149,26 +186,8 @@ class _DayLevel:
 
 
 DAY_LEVELS = (
-    _DayLevel(
-        "day",
-        TeamDay,
-        "quarters",
-        TeamRollup,
-        ("team_id", "bucket", "taps"),
-        ("team_id", "bucket"),
-        team_day_levels,
-        _EMPTY_DAY,
-    ),
-    _DayLevel(
-        "tag day",
-        TagDay,
-        "cells",
-        TagRollup,
-        ("team_id", "tag_id", "bucket", "taps"),
-        ("team_id", "bucket", "tag_id"),
-        tag_day_levels,
-        b"",
-    ),
+    _DayLevel("day", TeamDay, "quarters", _team_quarters, "bucket", team_day_levels, _EMPTY_DAY),
+    _DayLevel("tag day", TagDay, "cells", _tag_quarters, "created_at", tag_day_levels, b""),
 )
 
 
@@ -186,12 +205,12 @@ def _day_runs(pairs: Iterable[tuple[int, date]]) -> Iterator[tuple[int, date, da
 
 
 # The day levels of the (team_id, day) pairs that ``touched`` selects, rebuilt in SQL
-# with the same bytes as ``team_day_levels`` and ``tag_day_levels``. The rollup rows of
-# each pair are read by a LATERAL index range scan: with a plain join the planner could
-# scan a team's whole tag rollup (2 s a batch at 10M). ``OFFSET 0`` keeps the planner from
-# pulling the LATERAL subquery up into such a join, which it did when its estimates
-# changed mid-load: a two-connection bench-10M load spent 195 s in the tag-day rebuilds
-# instead of 33 s.
+# with the same bytes as ``team_day_levels`` and ``tag_day_levels``. The team rollup rows
+# and the raw taps of each pair are read by a LATERAL index range scan: with a plain join
+# the planner could scan a team's whole (tag, quarter hour) rollup, as it was then (2 s a
+# batch at 10M). ``OFFSET 0`` keeps the planner from pulling the LATERAL subquery up into
+# such a join, which it did when its estimates changed mid-load: a two-connection
+# bench-10M load spent 195 s in the tag-day rebuilds instead of 33 s.
 _REFRESH_TEAM_DAYS_SQL = """
     WITH touched AS ({touched}), spans AS (
         SELECT team_id, day, day::timestamp AT TIME ZONE 'UTC' AS since FROM touched
@@ -223,9 +242,10 @@ _REFRESH_TAG_DAYS_SQL = """
         SELECT d.team_id, d.day, r.tag_id, r.bucket, r.taps,
                (extract(epoch FROM r.bucket - d.since) / 900)::int AS quarter
         FROM spans d LEFT JOIN LATERAL (
-            SELECT tag_id, bucket, taps FROM analytics_tagrollup
+            SELECT tag_id, {bucket} AS bucket, sum(count) AS taps FROM analytics_tap
             WHERE team_id = d.team_id
-                AND bucket >= d.since AND bucket < d.since + interval '1 day'
+                AND created_at >= d.since AND created_at < d.since + interval '1 day'
+            GROUP BY tag_id, bucket
             OFFSET 0
         ) r ON true
     )
@@ -244,11 +264,13 @@ def refresh_day_levels_in_sql(cursor: Any, touched: str, params: Sequence[Any] =
     """Rebuild both day levels, on PostgreSQL, of the (team_id, day) pairs the SELECT
     ``touched`` gives, without moving their rows through Python."""
     cursor.execute(_REFRESH_TEAM_DAYS_SQL.format(touched=touched), params)
-    cursor.execute(_REFRESH_TAG_DAYS_SQL.format(touched=touched), params)
+    tag_days = _REFRESH_TAG_DAYS_SQL.format(touched=touched, bucket=bucket_sql("created_at"))
+    cursor.execute(tag_days, params)
 
 
 def refresh_day_levels(pairs: Iterable[tuple[int, date]]) -> None:
-    """Rebuild both day levels of the given (team, UTC day) pairs from the 15-minute rows.
+    """Rebuild both day levels of the given (team, UTC day) pairs from the team rollup
+    and the raw taps.
 
     The write path calls it after adding a batch to the rollups, in the same transaction;
     a day that has lost all its rows keeps an empty row.
@@ -256,21 +278,10 @@ def refresh_day_levels(pairs: Iterable[tuple[int, date]]) -> None:
     runs = list(_day_runs(pairs))
     if not runs:
         return
-    wanted = reduce(
-        or_,
-        (
-            Q(
-                team_id=team_id,
-                bucket__gte=day_start(first),
-                bucket__lt=day_start(last) + timedelta(days=1),
-            )
-            for team_id, first, last in runs
-        ),
-    )
     for level in DAY_LEVELS:
         found = {
             (team_id, day): (taps, packed)
-            for team_id, day, taps, packed in level.build(level.fine_rows(wanted))
+            for team_id, day, taps, packed in level.build(level.fine_rows(runs))
         }
         days = []
         for team_id, first, last in runs:
@@ -283,8 +294,8 @@ def refresh_day_levels(pairs: Iterable[tuple[int, date]]) -> None:
 
 
 def refresh_all_day_levels() -> None:
-    """Rebuild every stored day-level row from the 15-minute rows, as the write path
-    would now write it (after a change to how a day is packed)."""
+    """Rebuild every stored day-level row from the team rollup and the raw taps, as the
+    write path would now write it (after a change to how a day is packed)."""
     stored_days = (
         f"SELECT team_id, day FROM {TeamDay._meta.db_table} "
         f"UNION SELECT team_id, day FROM {TagDay._meta.db_table}"
@@ -314,7 +325,6 @@ def bucket_sql(column: str) -> str:
 class RollupDifference:
     table: str
     team_id: int
-    tag_id: int | None
     bucket: datetime
     raw_taps: int
     rollup_taps: int
@@ -340,50 +350,36 @@ def _as_datetime(value: datetime | str) -> datetime:
 def find_rollup_differences(
     team_ids: Sequence[int] | None = None, *, limit: int = 1000
 ) -> tuple[int, list[RollupDifference]]:
-    """Compare both rollups with sums recomputed from the raw taps.
+    """Compare the team rollup and both day levels with sums recomputed from the raw taps.
 
     Returns the number of differing buckets and up to ``limit`` of them.
     ``team_ids=None`` checks every team.
     """
     where, params = _team_filter(team_ids)
     bucket = bucket_sql("created_at")
-    checks = {
-        "team": f"""
-            SELECT team_id, NULL, bucket, sum(raw), sum(rolled) FROM (
-                SELECT team_id, {bucket} AS bucket, count AS raw, 0 AS rolled
-                FROM analytics_tap {where}
-                UNION ALL
-                SELECT team_id, bucket, 0, taps FROM analytics_teamrollup {where}
-            ) AS sums
-            GROUP BY team_id, bucket HAVING sum(raw) <> sum(rolled)
-            ORDER BY team_id, bucket
-        """,
-        "tag": f"""
-            SELECT team_id, tag_id, bucket, sum(raw), sum(rolled) FROM (
-                SELECT team_id, tag_id, {bucket} AS bucket, count AS raw, 0 AS rolled
-                FROM analytics_tap {where}
-                UNION ALL
-                SELECT team_id, tag_id, bucket, 0, taps FROM analytics_tagrollup {where}
-            ) AS sums
-            GROUP BY team_id, tag_id, bucket HAVING sum(raw) <> sum(rolled)
-            ORDER BY team_id, tag_id, bucket
-        """,
-    }
-    differences: list[RollupDifference] = []
+    sql = f"""
+        SELECT team_id, bucket, sum(raw), sum(rolled) FROM (
+            SELECT team_id, {bucket} AS bucket, count AS raw, 0 AS rolled
+            FROM analytics_tap {where}
+            UNION ALL
+            SELECT team_id, bucket, 0, taps FROM analytics_teamrollup {where}
+        ) AS sums
+        GROUP BY team_id, bucket HAVING sum(raw) <> sum(rolled)
+        ORDER BY team_id, bucket
+    """
     with connection.cursor() as cursor:
-        for table, sql in checks.items():
-            cursor.execute(sql, params + params)
-            differences += [
-                RollupDifference(table, team_id, tag_id, _as_datetime(bucket_start), raw, rolled)
-                for team_id, tag_id, bucket_start, raw, rolled in cursor
-            ]
+        cursor.execute(sql, params + params)
+        differences = [
+            RollupDifference("team", team_id, _as_datetime(bucket_start), raw, rolled)
+            for team_id, bucket_start, raw, rolled in cursor
+        ]
     differences += _day_level_differences(team_ids)
     return len(differences), differences[:limit]
 
 
 def _day_level_differences(team_ids: Sequence[int] | None) -> list[RollupDifference]:
-    """Days whose day-level row disagrees with the 15-minute rows (a day without taps may
-    keep an empty row)."""
+    """Days whose day-level row disagrees with the rows it is built from (a day without
+    taps may keep an empty row)."""
     differences = []
     for level in DAY_LEVELS:
         expected = {
@@ -399,17 +395,18 @@ def _day_level_differences(team_ids: Sequence[int] | None) -> list[RollupDiffere
             want_taps, want_packed = expected.pop((team_id, day), (0, level.empty))
             if (taps, bytes(packed)) != (want_taps, want_packed):
                 differences.append(
-                    RollupDifference(level.name, team_id, None, day_start(day), want_taps, taps)
+                    RollupDifference(level.name, team_id, day_start(day), want_taps, taps)
                 )
         differences += [
-            RollupDifference(level.name, team_id, None, day_start(day), taps, 0)
+            RollupDifference(level.name, team_id, day_start(day), taps, 0)
             for (team_id, day), (taps, _) in expected.items()
         ]
     return sorted(differences, key=lambda d: (d.team_id, d.bucket, d.table))
 
 
 def rebuild_rollups(team_ids: Sequence[int] | None = None) -> int:
-    """Recompute the rollups of the given teams (all if None) from the raw taps.
+    """Recompute the team rollup and both day levels of the given teams (all if None)
+    from the raw taps.
 
     Writers wait while it runs (the raw table is locked against inserts on PostgreSQL;
     SQLite's write lock does the same), so no tap can slip between delete and insert.
@@ -421,7 +418,6 @@ def rebuild_rollups(team_ids: Sequence[int] | None = None) -> int:
         if connection.vendor == "postgresql":
             cursor.execute("LOCK TABLE analytics_tap IN SHARE MODE")
         cursor.execute(f"DELETE FROM analytics_teamrollup {where}", params)
-        cursor.execute(f"DELETE FROM analytics_tagrollup {where}", params)
         cursor.execute(
             f"""INSERT INTO analytics_teamrollup (team_id, bucket, taps)
                 SELECT team_id, {bucket}, sum(count) FROM analytics_tap {where}
@@ -429,12 +425,6 @@ def rebuild_rollups(team_ids: Sequence[int] | None = None) -> int:
             params,
         )
         written = cursor.rowcount
-        cursor.execute(
-            f"""INSERT INTO analytics_tagrollup (team_id, tag_id, bucket, taps)
-                SELECT team_id, tag_id, {bucket}, sum(count) FROM analytics_tap {where}
-                GROUP BY 1, 2, 3""",
-            params,
-        )
         for level in DAY_LEVELS:
             cursor.execute(f"DELETE FROM {level.model._meta.db_table} {where}", params)
             level.write(level.build(level.fine_rows(team_ids=team_ids)))

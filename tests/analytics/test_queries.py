@@ -520,11 +520,11 @@ def test_tag_cells_sum_by_tag_whatever_their_order(cells: list[tuple[int, int, i
 
 @pytest.mark.django_db
 @pytest.mark.parametrize("grouped", [False, True])
-def test_chosen_tags_are_read_from_the_tag_rollup_not_from_every_tags_day_cells(
+def test_chosen_tags_are_read_from_their_taps_not_from_every_tags_day_cells(
     grouped: bool,
 ) -> None:
     # The day level holds every tag's cells: a year for one busy tag read 365 rows of
-    # about 100 KB each at bench-10M. Chosen tags are read by the tag rollup's key.
+    # about 100 KB each at bench-10M. Chosen tags are read by the taps' tag index.
     team = store_for_new_team(
         [TapRow(n + 1, 501 + n % 2, 1, datetime(2024, 3, 1, n, tzinfo=UTC)) for n in range(10)]
     )
@@ -541,5 +541,5 @@ def test_chosen_tags_are_read_from_the_tag_rollup_not_from_every_tags_day_cells(
 
     assert counts.total == 5
     tables = " ".join(statement["sql"] for statement in statements)
-    assert "analytics_tagrollup" in tables
+    assert "analytics_tap" in tables
     assert "analytics_tagday" not in tables

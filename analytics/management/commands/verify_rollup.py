@@ -29,9 +29,8 @@ class Command(BaseCommand):
         team_ids = existing_team_ids(options["team"])
         total, sample = find_rollup_differences(team_ids, limit=50)
         for difference in sample:
-            tag = f" tag {difference.tag_id}" if difference.tag_id is not None else ""
             self.stderr.write(
-                f"{difference.table} rollup: team {difference.team_id}{tag} at "
+                f"{difference.table} rollup: team {difference.team_id} at "
                 f"{difference.bucket.isoformat()}: raw taps {difference.raw_taps}, "
                 f"rollup {difference.rollup_taps}"
             )
