@@ -19,7 +19,14 @@ from django.db.backends.utils import CursorWrapper
 
 from analytics import live
 from analytics.live import LIVE_INLINE_LIMIT, StoredRange
-from analytics.rollup import bucket_sql, refresh_day_levels, refresh_day_levels_in_sql
+from analytics.rollup import (
+    TEAM_DAY_LEVEL,
+    add_to_tag_days,
+    add_to_tag_days_in_sql,
+    bucket_sql,
+    refresh_day_levels,
+    refresh_team_days_in_sql,
+)
 from teams.models import Tag
 
 STAGE_TABLE = "tap_stage"
@@ -190,13 +197,17 @@ def store_staged_taps(
             # tags again: that join hashed every tag (20,000 at bench size) twice per
             # batch while the team's counter row was locked, the larger part of the
             # day-level refresh of a 1000-tap ingest batch.
-            refresh_day_levels_in_sql(
+            refresh_team_days_in_sql(
                 cursor,
                 "SELECT team_id, day FROM unnest(%s::bigint[], %s::date[]) AS days(team_id, day)",
                 [[team_id for team_id, _ in stored_days], [day for _, day in stored_days]],
             )
+            add_to_tag_days_in_sql(
+                cursor, [(r.team_id, r.after, r.last) for r in ranges if r.accepted]
+            )
         elif accepted:
-            refresh_day_levels(_staged_days(cursor))
+            refresh_day_levels(_staged_days(cursor), levels=[TEAM_DAY_LEVEL])
+            add_to_tag_days(_new_tag_cells_sqlite(cursor))
     if accepted:
         live.publish_on_commit(
             [stored for stored in ranges if stored.accepted],
@@ -239,6 +250,23 @@ def _staged_days(cursor: CursorWrapper) -> list[tuple[int, date]]:
         [],
     )
     return [(team_id, date.fromisoformat(day)) for team_id, day in cursor.fetchall()]
+
+
+def _new_tag_cells_sqlite(cursor: CursorWrapper) -> list[tuple[int, date, int, int, int]]:
+    """The ``(team, UTC day, tag, quarter hour, taps)`` cells of the taps just stored on
+    SQLite (``tap_stage_new``; instants as Django writes them, 'YYYY-MM-DD HH:MM:SS')."""
+    cursor.execute(
+        """SELECT team_id, substr(created_at, 1, 10), tag_id,
+                  CAST(substr(created_at, 12, 2) AS INTEGER) * 4
+                  + CAST(substr(created_at, 15, 2) AS INTEGER) / 15,
+                  sum(count)
+           FROM tap_stage_new GROUP BY 1, 2, 3, 4""",
+        [],
+    )
+    return [
+        (team_id, date.fromisoformat(day), tag, quarter, taps)
+        for team_id, day, tag, quarter, taps in cursor.fetchall()
+    ]
 
 
 # Each team's stored range, and how many of the team's taps were staged.

@@ -74,6 +74,37 @@ def test_concurrent_writers_of_the_same_ids_store_each_tap_once(tag: Tag) -> Non
 
 
 @pytest.mark.django_db(transaction=True)
+def test_concurrent_writers_of_one_team_and_day_all_reach_its_day_levels(tag: Tag) -> None:
+    # The tag day level adds each batch to the day's stored cells: a writer that read
+    # them before the previous writer of the team committed would drop that writer's taps.
+    start = datetime(2024, 3, 1, tzinfo=UTC)
+    batches = [
+        [
+            TapRow(1000 * writer + n + 1, tag.uid, 1, start + timedelta(minutes=5 * n))
+            for n in range(150)
+        ]
+        for writer in range(4)
+    ]
+    barrier = threading.Barrier(4)
+
+    def write(batch: list[TapRow]) -> None:
+        try:
+            barrier.wait()
+            store_taps(batch)
+        finally:
+            connection.close()
+
+    writers = [threading.Thread(target=write, args=(batch,)) for batch in batches]
+    for writer in writers:
+        writer.start()
+    for writer in writers:
+        writer.join()
+
+    assert Tap.objects.count() == 4 * 150
+    assert find_rollup_differences() == (0, [])
+
+
+@pytest.mark.django_db(transaction=True)
 def test_the_staging_table_is_empty_after_each_commit(tag: Tag) -> None:
     # A stage emptied by DELETE is never vacuumed: a pooled connection's stage would grow
     # with every batch it ever staged. PostgreSQL truncates it at commit instead.
