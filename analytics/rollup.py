@@ -263,53 +263,77 @@ _REFRESH_TAG_DAYS_SQL = """
 """
 
 
-# The taps of the given seq ranges added to the tag day level, on PostgreSQL: the days'
-# stored cells, unpacked, summed with the new taps' cells and packed again. Rebuilding a
-# day from its raw taps instead read every tap of the day for each batch: a team posting
-# 1000-tap batches into today read 100,000 taps a batch once today had them (bench-1M
-# ingest 20,400 taps/s). This reads the day's cells (at most one per tag and quarter
-# hour) and the batch. It must run in a statement of its own after the taps are stored,
-# under the team's counter lock, so that it reads the cells as the team's previous writer
-# committed them. ``|| ''`` detoasts a day's cells once (each ``substring`` of a stored
-# value detoasted all of it: a second for 6,000 cells, 9 ms this way).
-_ADD_TO_TAG_DAYS_SQL = """
+# The quarter hour of its UTC day that the instant ``{0}`` falls in (``date_part`` is
+# double precision; ``extract`` computes in numeric, several times slower).
+_QUARTER_SQL = """(date_part('hour', {0} AT TIME ZONE 'UTC') * 4
+                  + floor(date_part('minute', {0} AT TIME ZONE 'UTC') / 15))::int"""
+
+# The tag day level of the days that got the taps of the given seq ranges, on PostgreSQL.
+# A day is rebuilt from its raw taps, or the batch's taps are added to its stored cells
+# (unpacked and packed again in SQL), whichever reads less: rebuilding reads every tap of
+# the day, which for a team posting 1000-tap batches into today was 100,000 taps a batch
+# once today had them (bench-1M ingest 20,400 taps/s), while adding unpacks at most one
+# cell per tag and quarter hour, but at about twice the cost of a tap (bench-10M load with
+# every day added to: 144 -> 268 s, most of a load batch being new days). It must run in
+# a statement of its own after the taps are stored, under the team's counter lock, so
+# that it reads the cells as the team's previous writer committed them. ``|| ''`` detoasts
+# a day's cells once (each ``substring`` of a stored value detoasted all of it: a second
+# for 6,000 cells, 9 ms this way).
+_ADD_TO_TAG_DAYS_SQL = (
+    """
     WITH ranges AS (
         SELECT * FROM unnest(%s::bigint[], %s::bigint[], %s::bigint[]) AS r(team_id, after, last)
-    ), new_cells AS (
-        SELECT t.team_id, (t.created_at AT TIME ZONE 'UTC')::date AS day, t.tag_id,
-               (extract(hour FROM t.created_at AT TIME ZONE 'UTC') * 4
-                + floor(extract(minute FROM t.created_at AT TIME ZONE 'UTC') / 15))::int
-                   AS quarter,
-               sum(t.count)::bigint AS taps
-        FROM ranges r JOIN analytics_tap t
-            ON t.team_id = r.team_id AND t.seq > r.after AND t.seq <= r.last
-        GROUP BY 1, 2, 3, 4
-    ), stored AS MATERIALIZED (
-        SELECT d.team_id, d.day, d.cells || ''::bytea AS cells, length(d.cells) / 17 AS size
-        FROM analytics_tagday d
-        WHERE (d.team_id, d.day) IN (SELECT team_id, day FROM new_cells)
-    ), stored_cells AS (
-        SELECT team_id, day,
-               ('x' || encode(substring(cells FROM 8 * i + 1 FOR 8), 'hex'))::bit(64)::bigint
-                   AS tag_id,
-               get_byte(cells, 16 * size + i) AS quarter,
-               ('x' || encode(substring(cells FROM 8 * (size + i) + 1 FOR 8), 'hex'))
-                   ::bit(64)::bigint AS taps
-        FROM stored CROSS JOIN generate_series(0, size - 1) AS i
+    ), new_taps AS MATERIALIZED (
+        SELECT r.team_id, (t.created_at AT TIME ZONE 'UTC')::date AS day, t.tag_id,
+               QUARTER_OF_T AS quarter, t.count::bigint AS taps
+        FROM ranges r CROSS JOIN LATERAL (
+            SELECT tag_id, created_at, count FROM analytics_tap
+            WHERE team_id = r.team_id AND seq > r.after AND seq <= r.last
+            OFFSET 0
+        ) t
+    ), days AS MATERIALIZED (
+        SELECT n.team_id, n.day, n.added, coalesce(l.taps, 0) AS total,
+               coalesce(length(c.cells) / 17, 0) AS stored, c.cells,
+               coalesce(l.taps, 0) >= n.added + 2 * coalesce(length(c.cells) / 17, 0) AS add_to
+        FROM (SELECT team_id, day, sum(taps) AS added FROM new_taps GROUP BY 1, 2) n
+        LEFT JOIN analytics_teamday l USING (team_id, day)
+        LEFT JOIN analytics_tagday c USING (team_id, day)
+    ), unpacked AS MATERIALIZED (
+        SELECT team_id, day, cells || ''::bytea AS cells, stored AS size
+        FROM days WHERE add_to AND stored > 0
     ), cells AS (
-        SELECT team_id, day, tag_id, quarter, sum(taps)::bigint AS taps FROM (
-            SELECT * FROM new_cells UNION ALL SELECT * FROM stored_cells
-        ) AS both_cells
-        GROUP BY 1, 2, 3, 4
+        SELECT n.team_id, n.day, n.tag_id, n.quarter, n.taps
+        FROM new_taps n JOIN days d USING (team_id, day) WHERE d.add_to
+        UNION ALL
+        SELECT team_id, day,
+               ('x' || encode(substring(cells FROM 8 * i + 1 FOR 8), 'hex'))::bit(64)::bigint,
+               get_byte(cells, 16 * size + i),
+               ('x' || encode(substring(cells FROM 8 * (size + i) + 1 FOR 8), 'hex'))
+                   ::bit(64)::bigint
+        FROM unpacked CROSS JOIN generate_series(0, size - 1) AS i
+        UNION ALL
+        SELECT d.team_id, d.day, t.tag_id, QUARTER_OF_T, t.count::bigint
+        FROM (SELECT team_id, day, day::timestamp AT TIME ZONE 'UTC' AS since
+              FROM days WHERE NOT add_to) d
+        CROSS JOIN LATERAL (
+            SELECT tag_id, created_at, count FROM analytics_tap
+            WHERE team_id = d.team_id
+                AND created_at >= d.since AND created_at < d.since + interval '1 day'
+            OFFSET 0
+        ) t
+    ), summed AS (
+        SELECT team_id, day, tag_id, quarter, sum(taps)::bigint AS taps
+        FROM cells GROUP BY 1, 2, 3, 4
     )
     INSERT INTO analytics_tagday AS l (team_id, day, taps, cells)
     SELECT team_id, day, sum(taps),
            string_agg(int8send(tag_id), ''::bytea ORDER BY tag_id, quarter)
            || string_agg(int8send(taps), ''::bytea ORDER BY tag_id, quarter)
            || string_agg(set_byte('\\x00'::bytea, 0, quarter), ''::bytea ORDER BY tag_id, quarter)
-    FROM cells GROUP BY team_id, day
+    FROM summed GROUP BY team_id, day
     ON CONFLICT (team_id, day) DO UPDATE SET taps = EXCLUDED.taps, cells = EXCLUDED.cells
 """
+).replace("QUARTER_OF_T", _QUARTER_SQL.format("t.created_at"))
 
 
 def refresh_team_days_in_sql(cursor: Any, touched: str, params: Sequence[Any] = ()) -> None:
