@@ -119,3 +119,28 @@ def test_the_staging_table_is_empty_after_each_commit(tag: Tag) -> None:
 
     assert size == 0
     assert Tap.objects.count() == 2000
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "start",
+    [
+        datetime(1969, 12, 31, 23, 50, tzinfo=UTC),
+        datetime(1960, 5, 5, 12, 34, 56, 789000, tzinfo=UTC),
+        datetime(2024, 3, 31, 1, 59, 59, 999999, tzinfo=UTC),
+    ],
+)
+def test_tag_days_added_to_or_rebuilt_match_the_raw_taps(tag: Tag, start: datetime) -> None:
+    # A day is added to when it holds many taps per stored cell (the dense batches), and
+    # rebuilt from its raw taps when its cells are nearly as many as its taps (the sparse
+    # ones, across midnight).
+    def batch(first_id: int, size: int, count: int, step: timedelta) -> None:
+        store_taps([TapRow(first_id + n, tag.uid, count, start + n * step) for n in range(size)])
+
+    batch(1, 300, 2, timedelta(seconds=1))
+    batch(1000, 5, 1, timedelta(seconds=7))
+    batch(2000, 200, 1, timedelta(minutes=17))
+    batch(3000, 3, 1, timedelta(seconds=1))
+    batch(4000, 20, 1, timedelta(minutes=31))
+
+    assert find_rollup_differences() == (0, [])
