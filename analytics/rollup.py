@@ -238,35 +238,38 @@ _REFRESH_TEAM_DAYS_SQL = """
     FROM running GROUP BY team_id, day
     ON CONFLICT (team_id, day) DO UPDATE SET taps = EXCLUDED.taps, quarters = EXCLUDED.quarters
 """
-_REFRESH_TAG_DAYS_SQL = """
-    WITH touched AS ({touched}), spans AS (
-        SELECT team_id, day, day::timestamp AT TIME ZONE 'UTC' AS since FROM touched
-    ), fine AS (
-        SELECT d.team_id, d.day, r.tag_id, r.bucket, r.taps,
-               (extract(epoch FROM r.bucket - d.since) / 900)::int AS quarter
-        FROM spans d LEFT JOIN LATERAL (
-            SELECT tag_id, {bucket} AS bucket, sum(count) AS taps FROM analytics_tap
-            WHERE team_id = d.team_id
-                AND created_at >= d.since AND created_at < d.since + interval '1 day'
-            GROUP BY tag_id, bucket
-            OFFSET 0
-        ) r ON true
-    )
-    INSERT INTO analytics_tagday AS l (team_id, day, taps, cells)
-    SELECT team_id, day, coalesce(sum(taps), 0),
-           coalesce(string_agg(int8send(tag_id), ''::bytea ORDER BY tag_id, bucket)
-               || string_agg(int8send(taps), ''::bytea ORDER BY tag_id, bucket)
-               || string_agg(set_byte('\\x00'::bytea, 0, quarter), ''::bytea
-                             ORDER BY tag_id, bucket), ''::bytea)
-    FROM fine GROUP BY team_id, day
-    ON CONFLICT (team_id, day) DO UPDATE SET taps = EXCLUDED.taps, cells = EXCLUDED.cells
-"""
-
-
 # The quarter hour of its UTC day that the instant ``{0}`` falls in (``date_part`` is
 # double precision; ``extract`` computes in numeric, several times slower).
 _QUARTER_SQL = """(date_part('hour', {0} AT TIME ZONE 'UTC') * 4
                   + floor(date_part('minute', {0} AT TIME ZONE 'UTC') / 15))::int"""
+
+# A day's (tag_id, quarter, taps) rows packed as ``pack_tag_cells`` packs them.
+_PACKED_CELLS_SQL = """string_agg(int8send(tag_id), ''::bytea ORDER BY tag_id, quarter)
+           || string_agg(int8send(taps), ''::bytea ORDER BY tag_id, quarter)
+           || string_agg(set_byte('\\x00'::bytea, 0, quarter), ''::bytea
+                         ORDER BY tag_id, quarter)"""
+
+_REFRESH_TAG_DAYS_SQL = """
+    WITH touched AS ({touched}), spans AS (
+        SELECT team_id, day, day::timestamp AT TIME ZONE 'UTC' AS since FROM touched
+    ), fine AS (
+        SELECT d.team_id, d.day, r.tag_id, r.quarter, r.taps
+        FROM spans d LEFT JOIN LATERAL (
+            SELECT tag_id, QUARTER_OF_T AS quarter, sum(count) AS taps FROM analytics_tap t
+            WHERE team_id = d.team_id
+                AND created_at >= d.since AND created_at < d.since + interval '1 day'
+            GROUP BY 1, 2
+            OFFSET 0
+        ) r ON true
+    )
+    INSERT INTO analytics_tagday AS l (team_id, day, taps, cells)
+    SELECT team_id, day, coalesce(sum(taps), 0), coalesce(PACKED_CELLS, ''::bytea)
+    FROM fine GROUP BY team_id, day
+    ON CONFLICT (team_id, day) DO UPDATE SET taps = EXCLUDED.taps, cells = EXCLUDED.cells
+""".replace("QUARTER_OF_T", _QUARTER_SQL.format("t.created_at")).replace(
+    "PACKED_CELLS", _PACKED_CELLS_SQL
+)
+
 
 # The tag day level of the days that got the taps of the given seq ranges, on PostgreSQL.
 # A day is rebuilt from its raw taps, or the batch's taps are added to its stored cells
@@ -279,8 +282,7 @@ _QUARTER_SQL = """(date_part('hour', {0} AT TIME ZONE 'UTC') * 4
 # that it reads the cells as the team's previous writer committed them. ``|| ''`` detoasts
 # a day's cells once (each ``substring`` of a stored value detoasted all of it: a second
 # for 6,000 cells, 9 ms this way).
-_ADD_TO_TAG_DAYS_SQL = (
-    """
+_ADD_TO_TAG_DAYS_SQL = """
     WITH ranges AS (
         SELECT * FROM unnest(%s::bigint[], %s::bigint[], %s::bigint[]) AS r(team_id, after, last)
     ), new_taps AS MATERIALIZED (
@@ -326,14 +328,12 @@ _ADD_TO_TAG_DAYS_SQL = (
         FROM cells GROUP BY 1, 2, 3, 4
     )
     INSERT INTO analytics_tagday AS l (team_id, day, taps, cells)
-    SELECT team_id, day, sum(taps),
-           string_agg(int8send(tag_id), ''::bytea ORDER BY tag_id, quarter)
-           || string_agg(int8send(taps), ''::bytea ORDER BY tag_id, quarter)
-           || string_agg(set_byte('\\x00'::bytea, 0, quarter), ''::bytea ORDER BY tag_id, quarter)
+    SELECT team_id, day, sum(taps), PACKED_CELLS
     FROM summed GROUP BY team_id, day
     ON CONFLICT (team_id, day) DO UPDATE SET taps = EXCLUDED.taps, cells = EXCLUDED.cells
-"""
-).replace("QUARTER_OF_T", _QUARTER_SQL.format("t.created_at"))
+""".replace("QUARTER_OF_T", _QUARTER_SQL.format("t.created_at")).replace(
+    "PACKED_CELLS", _PACKED_CELLS_SQL
+)
 
 
 def refresh_team_days_in_sql(cursor: Any, touched: str, params: Sequence[Any] = ()) -> None:
@@ -353,8 +353,7 @@ def refresh_day_levels_in_sql(cursor: Any, touched: str, params: Sequence[Any] =
     """Rebuild both day levels, on PostgreSQL, of the (team_id, day) pairs the SELECT
     ``touched`` gives, without moving their rows through Python."""
     refresh_team_days_in_sql(cursor, touched, params)
-    tag_days = _REFRESH_TAG_DAYS_SQL.format(touched=touched, bucket=bucket_sql("created_at"))
-    cursor.execute(tag_days, params)
+    cursor.execute(_REFRESH_TAG_DAYS_SQL.format(touched=touched), params)
 
 
 def refresh_day_levels(
