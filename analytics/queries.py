@@ -347,8 +347,10 @@ def _raw_minutes_sql() -> str:
     alone (``count`` is in it)."""
     created = sql.column(Tap, "created_at")
     if connection.vendor == "postgresql":
-        minute = f"date_trunc('minute', {created} AT TIME ZONE 'UTC')"
-        first_second = f"floor(extract(epoch FROM {minute}))::bigint"
+        # date_bin is arithmetic on the instant; date_trunc of the instant at UTC converted
+        # it to a wall-clock time first (a busy day at bench-10M: 1.4 -> 1.0 ms in psql).
+        minute = f"date_bin('1 minute', {created}, TIMESTAMPTZ '1970-01-01 00:00:00+00')"
+        first_second = f"date_part('epoch', {minute})::bigint"
     else:
         # Instants are UTC text; strftime('%s') reads the whole seconds of the wall.
         minute = f"substr({created}, 1, 16)"
