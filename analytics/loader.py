@@ -27,6 +27,7 @@ from django.db import connection, transaction
 from django.db.backends.utils import CursorWrapper
 from django.utils import timezone
 
+from analytics.first_load import tag_index_after_first_load
 from analytics.ingest import (
     OWNED_JOIN,
     STAGE_COLUMNS,
@@ -854,20 +855,24 @@ def load_files(
         if tags_path is not None:
             load_tags(tags_path)
         if taps_path is not None:
-            if lanes > 1 and connection.vendor == "postgresql" and not connection.in_atomic_block:
-                tap_lanes = TapLanes(lanes)
-                try:
-                    load_taps(taps_path, tap_lanes.store)
-                finally:
-                    tap_lanes.close()
-            else:
-                start_tap_load()
-                try:
-                    load_taps(taps_path, _store_here)
-                finally:
-                    finish_tap_load()
+            with tag_index_after_first_load():
+                load_taps_file(taps_path)
         if strict and report.bad_rows:
             raise StrictLoadFailed(report)
+
+    def load_taps_file(path: Path) -> None:
+        if lanes > 1 and connection.vendor == "postgresql" and not connection.in_atomic_block:
+            tap_lanes = TapLanes(lanes)
+            try:
+                load_taps(path, tap_lanes.store)
+            finally:
+                tap_lanes.close()
+        else:
+            start_tap_load()
+            try:
+                load_taps(path, _store_here)
+            finally:
+                finish_tap_load()
 
     if strict:
         with transaction.atomic():
