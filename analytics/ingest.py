@@ -20,7 +20,9 @@ from django.db.backends.utils import CursorWrapper
 from analytics import live
 from analytics.live import LIVE_INLINE_LIMIT, StoredRange
 from analytics.rollup import (
+    MINUTE_DAY_LEVEL,
     TEAM_DAY_LEVEL,
+    add_to_minute_days_in_sql,
     add_to_tag_days,
     add_to_tag_days_in_sql,
     bucket_sql,
@@ -202,11 +204,12 @@ def store_staged_taps(
                 "SELECT team_id, day FROM unnest(%s::bigint[], %s::date[]) AS days(team_id, day)",
                 [[team_id for team_id, _ in stored_days], [day for _, day in stored_days]],
             )
-            add_to_tag_days_in_sql(
-                cursor, [(r.team_id, r.after, r.last) for r in ranges if r.accepted]
-            )
+            stored_ranges = [(r.team_id, r.after, r.last) for r in ranges if r.accepted]
+            add_to_tag_days_in_sql(cursor, stored_ranges)
+            add_to_minute_days_in_sql(cursor, stored_ranges)
         elif accepted:
-            refresh_day_levels(_staged_days(cursor), levels=[TEAM_DAY_LEVEL])
+            # SQLite rebuilds a day's minutes from its taps: at most 1,440 rows.
+            refresh_day_levels(_staged_days(cursor), levels=[TEAM_DAY_LEVEL, MINUTE_DAY_LEVEL])
             add_to_tag_days(_new_tag_cells_sqlite(cursor))
     if accepted:
         live.publish_on_commit(

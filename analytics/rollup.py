@@ -19,9 +19,10 @@ import numpy as np
 from django.db import connection, transaction
 from django.db.models import DateTimeField, Q, QuerySet, Sum
 from django.db.models.expressions import RawSQL
+from django.db.models.functions import Trunc
 from django.utils.dateparse import parse_datetime
 
-from analytics.models import TagDay, Tap, TeamDay, TeamRollup
+from analytics.models import MinuteDay, TagDay, Tap, TeamDay, TeamRollup
 
 QUARTERS_PER_DAY = 96
 _QUARTERS = struct.Struct(f">{QUARTERS_PER_DAY}q")
@@ -76,6 +77,27 @@ def unpack_tag_cells(cells: bytes | memoryview) -> tuple[Any, Any, Any]:
     )
 
 
+def pack_minutes(minutes: Sequence[int], counts: Sequence[int]) -> bytes:
+    """A day's (minute of the UTC day, taps) cells as ``MinuteDay.minutes`` stores them,
+    ordered by minute: the minutes as big-endian 16-bit integers (PostgreSQL's
+    ``int2send``), then the taps as 64-bit ones."""
+    minute_array = np.asarray(minutes, dtype=np.int64)
+    order = np.argsort(minute_array, kind="stable")
+    return (
+        minute_array[order].astype(">i2").tobytes()
+        + np.asarray(counts, dtype=np.int64)[order].astype(">i8").tobytes()
+    )
+
+
+def unpack_minutes(cells: bytes | memoryview) -> tuple[Any, Any]:
+    """The ``(minutes, taps)`` arrays of a packed day."""
+    size = len(cells) // 10
+    return (
+        np.frombuffer(cells, dtype=">i2", count=size),
+        np.frombuffer(cells, dtype=">i8", count=size, offset=2 * size),
+    )
+
+
 def day_start(day: date) -> datetime:
     return datetime.combine(day, time(), tzinfo=UTC)
 
@@ -115,6 +137,20 @@ def tag_day_levels(
         yield team_id, day, sum(counts), pack_tag_cells(tags, counts, quarters)
 
 
+def minute_day_levels(
+    fine_rows: Iterable[tuple[int, datetime, int]],
+) -> Iterator[tuple[int, date, int, bytes]]:
+    """``(team, day, taps, minutes)`` from rows ``(team, minute, taps)`` of the taps
+    summed by minute, sorted by team and minute."""
+    for (team_id, day), rows in groupby(fine_rows, key=_team_and_day):
+        minutes, counts = [], []
+        for _, minute, taps in rows:
+            at = minute.astimezone(UTC)
+            minutes.append(at.hour * 60 + at.minute)
+            counts.append(taps)
+        yield team_id, day, sum(counts), pack_minutes(minutes, counts)
+
+
 def _team_quarters() -> QuerySet[Any]:
     return TeamRollup.objects.order_by("team_id", "bucket").values_list("team_id", "bucket", "taps")
 
@@ -127,6 +163,16 @@ def _tag_quarters() -> QuerySet[Any]:
         .annotate(taps=Sum("count"))
         .order_by("team_id", "bucket", "tag_id")
         .values_list("team_id", "tag_id", "bucket", "taps")
+    )
+
+
+def _team_minutes() -> QuerySet[Any]:
+    return (
+        Tap.objects.annotate(minute=Trunc("created_at", "minute", tzinfo=UTC))
+        .values("team_id", "minute")
+        .annotate(taps=Sum("count"))
+        .order_by("team_id", "minute")
+        .values_list("team_id", "minute", "taps")
     )
 
 
@@ -191,7 +237,10 @@ TEAM_DAY_LEVEL = _DayLevel(
 TAG_DAY_LEVEL = _DayLevel(
     "tag day", TagDay, "cells", _tag_quarters, "created_at", tag_day_levels, b""
 )
-DAY_LEVELS = (TEAM_DAY_LEVEL, TAG_DAY_LEVEL)
+MINUTE_DAY_LEVEL = _DayLevel(
+    "minute day", MinuteDay, "minutes", _team_minutes, "created_at", minute_day_levels, b""
+)
+DAY_LEVELS = (TEAM_DAY_LEVEL, TAG_DAY_LEVEL, MINUTE_DAY_LEVEL)
 
 
 def _day_runs(pairs: Iterable[tuple[int, date]]) -> Iterator[tuple[int, date, date]]:
@@ -249,72 +298,98 @@ _PACKED_CELLS_SQL = """string_agg(int8send(tag_id), ''::bytea ORDER BY tag_id, q
            || string_agg(set_byte('\\x00'::bytea, 0, quarter), ''::bytea
                          ORDER BY tag_id, quarter)"""
 
-_REFRESH_TAG_DAYS_SQL = """
-    WITH touched AS ({touched}), spans AS (
+# The minute of its UTC day that the instant ``{0}`` falls in, and a day's (minute, taps)
+# rows packed as ``pack_minutes`` packs them.
+_MINUTE_SQL = """(date_part('hour', {0} AT TIME ZONE 'UTC') * 60
+                 + date_part('minute', {0} AT TIME ZONE 'UTC'))::int"""
+_PACKED_MINUTES_SQL = """string_agg(int2send(minute::smallint), ''::bytea ORDER BY minute)
+           || string_agg(int8send(taps), ''::bytea ORDER BY minute)"""
+
+# The 64-bit integer at byte ``{0}`` (from 0) of the detoasted value ``{1}``.
+_INT8_AT_SQL = "('x' || encode(substring({1} FROM {0} + 1 FOR 8), 'hex'))::bit(64)::bigint"
+
+
+@dataclass(frozen=True)
+class _CellLevel:
+    """A day level of packed cells built from raw taps: its table and column, the bytes
+    of a cell, the cell's key columns with their SQL over a tap ``t``, the SQL decoding
+    the ``i``-th of ``size`` stored cells into its keys and taps, and the packing."""
+
+    table: str
+    column: str
+    cell_bytes: int
+    keys: dict[str, str]
+    stored_cell: str
+    packed: str
+
+    def rebuild_sql(self) -> str:
+        """The level of the (team_id, day) pairs of the SELECT ``{touched}``, rebuilt
+        from their raw taps."""
+        keys = ", ".join(self.keys)
+        return f"""
+    WITH touched AS ({{touched}}), spans AS (
         SELECT team_id, day, day::timestamp AT TIME ZONE 'UTC' AS since FROM touched
     ), fine AS (
-        SELECT d.team_id, d.day, r.tag_id, r.quarter, r.taps
+        SELECT d.team_id, d.day, {", ".join(f"r.{key}" for key in self.keys)}, r.taps
         FROM spans d LEFT JOIN LATERAL (
-            SELECT tag_id, QUARTER_OF_T AS quarter, sum(count) AS taps FROM analytics_tap t
+            SELECT {self._key_sql()}, sum(count) AS taps FROM analytics_tap t
             WHERE team_id = d.team_id
                 AND created_at >= d.since AND created_at < d.since + interval '1 day'
-            GROUP BY 1, 2
+            GROUP BY {keys}
             OFFSET 0
         ) r ON true
     )
-    INSERT INTO analytics_tagday AS l (team_id, day, taps, cells)
-    SELECT team_id, day, coalesce(sum(taps), 0), coalesce(PACKED_CELLS, ''::bytea)
+    INSERT INTO {self.table} AS l (team_id, day, taps, {self.column})
+    SELECT team_id, day, coalesce(sum(taps), 0), coalesce({self.packed}, ''::bytea)
     FROM fine GROUP BY team_id, day
-    ON CONFLICT (team_id, day) DO UPDATE SET taps = EXCLUDED.taps, cells = EXCLUDED.cells
-""".replace("QUARTER_OF_T", _QUARTER_SQL.format("t.created_at")).replace(
-    "PACKED_CELLS", _PACKED_CELLS_SQL
-)
+    ON CONFLICT (team_id, day) DO UPDATE
+    SET taps = EXCLUDED.taps, {self.column} = EXCLUDED.{self.column}
+"""
 
-
-# The tag day level of the days that got the taps of the given seq ranges, on PostgreSQL.
-# A day is rebuilt from its raw taps, or the batch's taps are added to its stored cells
-# (unpacked and packed again in SQL), whichever reads less: rebuilding reads every tap of
-# the day, which for a team posting 1000-tap batches into today was 100,000 taps a batch
-# once today had them (bench-1M ingest 20,400 taps/s), while adding unpacks at most one
-# cell per tag and quarter hour, but at about twice the cost of a tap (bench-10M load with
-# every day added to: 144 -> 268 s, most of a load batch being new days). It must run in
-# a statement of its own after the taps are stored, under the team's counter lock, so
-# that it reads the cells as the team's previous writer committed them. ``|| ''`` detoasts
-# a day's cells once (each ``substring`` of a stored value detoasted all of it: a second
-# for 6,000 cells, 9 ms this way).
-_ADD_TO_TAG_DAYS_SQL = """
+    def add_sql(self) -> str:
+        """The level of the days that got the taps of the given seq ranges (three
+        parameters: the ranges' teams, ``after`` and ``last``). A day is rebuilt from its
+        raw taps, or the batch's taps are added to its stored cells (unpacked and packed
+        again in SQL), whichever reads less: rebuilding reads every tap of the day, which
+        for a team posting 1000-tap batches into today was 100,000 taps a batch once today
+        had them (bench-1M ingest 20,400 taps/s), while adding unpacks every stored cell
+        (at most one per tag and quarter hour, or per minute), at about twice the cost of a
+        tap (bench-10M load with every tag day added to: 144 -> 268 s, most of a load
+        batch being new days). It must run in a statement of its own after the taps are
+        stored, under the team's counter lock, so that it reads the cells as the team's
+        previous writer committed them. ``|| ''`` detoasts a day's cells once (each
+        ``substring`` of a stored value detoasted all of it: a second for 6,000 cells,
+        9 ms this way)."""
+        keys = ", ".join(self.keys)
+        column, size = self.column, f"coalesce(length(c.{self.column}) / {self.cell_bytes}, 0)"
+        return f"""
     WITH ranges AS (
         SELECT * FROM unnest(%s::bigint[], %s::bigint[], %s::bigint[]) AS r(team_id, after, last)
     ), new_taps AS MATERIALIZED (
-        SELECT r.team_id, (t.created_at AT TIME ZONE 'UTC')::date AS day, t.tag_id,
-               QUARTER_OF_T AS quarter, t.count::bigint AS taps
+        SELECT r.team_id, (t.created_at AT TIME ZONE 'UTC')::date AS day, {self._key_sql()},
+               t.count::bigint AS taps
         FROM ranges r CROSS JOIN LATERAL (
             SELECT tag_id, created_at, count FROM analytics_tap
             WHERE team_id = r.team_id AND seq > r.after AND seq <= r.last
             OFFSET 0
         ) t
     ), days AS MATERIALIZED (
-        SELECT n.team_id, n.day, n.added, coalesce(l.taps, 0) AS total,
-               coalesce(length(c.cells) / 17, 0) AS stored, c.cells,
-               coalesce(l.taps, 0) >= n.added + 2 * coalesce(length(c.cells) / 17, 0) AS add_to
+        SELECT n.team_id, n.day, {size} AS stored, c.{column},
+               coalesce(l.taps, 0) >= n.added + 2 * {size} AS add_to
         FROM (SELECT team_id, day, sum(taps) AS added FROM new_taps GROUP BY 1, 2) n
         LEFT JOIN analytics_teamday l USING (team_id, day)
-        LEFT JOIN analytics_tagday c USING (team_id, day)
+        LEFT JOIN {self.table} c USING (team_id, day)
     ), unpacked AS MATERIALIZED (
-        SELECT team_id, day, cells || ''::bytea AS cells, stored AS size
+        SELECT team_id, day, {column} || ''::bytea AS {column}, stored AS size
         FROM days WHERE add_to AND stored > 0
     ), cells AS (
-        SELECT n.team_id, n.day, n.tag_id, n.quarter, n.taps
+        SELECT n.team_id, n.day, {", ".join(f"n.{key}" for key in self.keys)}, n.taps
         FROM new_taps n JOIN days d USING (team_id, day) WHERE d.add_to
         UNION ALL
-        SELECT team_id, day,
-               ('x' || encode(substring(cells FROM 8 * i + 1 FOR 8), 'hex'))::bit(64)::bigint,
-               get_byte(cells, 16 * size + i),
-               ('x' || encode(substring(cells FROM 8 * (size + i) + 1 FOR 8), 'hex'))
-                   ::bit(64)::bigint
+        SELECT team_id, day, {self.stored_cell}
         FROM unpacked CROSS JOIN generate_series(0, size - 1) AS i
         UNION ALL
-        SELECT d.team_id, d.day, t.tag_id, QUARTER_OF_T, t.count::bigint
+        SELECT d.team_id, d.day, {self._key_sql(named=False)}, t.count::bigint
         FROM (SELECT team_id, day, day::timestamp AT TIME ZONE 'UTC' AS since
               FROM days WHERE NOT add_to) d
         CROSS JOIN LATERAL (
@@ -324,16 +399,46 @@ _ADD_TO_TAG_DAYS_SQL = """
             OFFSET 0
         ) t
     ), summed AS (
-        SELECT team_id, day, tag_id, quarter, sum(taps)::bigint AS taps
-        FROM cells GROUP BY 1, 2, 3, 4
+        SELECT team_id, day, {keys}, sum(taps)::bigint AS taps
+        FROM cells GROUP BY team_id, day, {keys}
     )
-    INSERT INTO analytics_tagday AS l (team_id, day, taps, cells)
-    SELECT team_id, day, sum(taps), PACKED_CELLS
+    INSERT INTO {self.table} AS l (team_id, day, taps, {column})
+    SELECT team_id, day, sum(taps), {self.packed}
     FROM summed GROUP BY team_id, day
-    ON CONFLICT (team_id, day) DO UPDATE SET taps = EXCLUDED.taps, cells = EXCLUDED.cells
-""".replace("QUARTER_OF_T", _QUARTER_SQL.format("t.created_at")).replace(
-    "PACKED_CELLS", _PACKED_CELLS_SQL
+    ON CONFLICT (team_id, day) DO UPDATE SET taps = EXCLUDED.taps, {column} = EXCLUDED.{column}
+"""
+
+    def _key_sql(self, *, named: bool = True) -> str:
+        return ", ".join(f"{sql} AS {key}" if named else sql for key, sql in self.keys.items())
+
+
+_TAG_CELLS = _CellLevel(
+    "analytics_tagday",
+    "cells",
+    17,
+    {"tag_id": "t.tag_id", "quarter": _QUARTER_SQL.format("t.created_at")},
+    ", ".join(
+        [
+            _INT8_AT_SQL.format("8 * i", "cells"),
+            "get_byte(cells, 16 * size + i)",
+            _INT8_AT_SQL.format("8 * (size + i)", "cells"),
+        ]
+    ),
+    _PACKED_CELLS_SQL,
 )
+_MINUTE_CELLS = _CellLevel(
+    "analytics_minuteday",
+    "minutes",
+    10,
+    {"minute": _MINUTE_SQL.format("t.created_at")},
+    "get_byte(minutes, 2 * i) * 256 + get_byte(minutes, 2 * i + 1), "
+    + _INT8_AT_SQL.format("2 * size + 8 * i", "minutes"),
+    _PACKED_MINUTES_SQL,
+)
+_REFRESH_TAG_DAYS_SQL = _TAG_CELLS.rebuild_sql()
+_ADD_TO_TAG_DAYS_SQL = _TAG_CELLS.add_sql()
+_REFRESH_MINUTE_DAYS_SQL = _MINUTE_CELLS.rebuild_sql()
+_ADD_TO_MINUTE_DAYS_SQL = _MINUTE_CELLS.add_sql()
 
 
 def refresh_team_days_in_sql(cursor: Any, touched: str, params: Sequence[Any] = ()) -> None:
@@ -349,11 +454,30 @@ def add_to_tag_days_in_sql(cursor: Any, ranges: Sequence[tuple[int, int, int]]) 
     cursor.execute(_ADD_TO_TAG_DAYS_SQL, columns)
 
 
-def refresh_day_levels_in_sql(cursor: Any, touched: str, params: Sequence[Any] = ()) -> None:
-    """Rebuild both day levels, on PostgreSQL, of the (team_id, day) pairs the SELECT
-    ``touched`` gives, without moving their rows through Python."""
-    refresh_team_days_in_sql(cursor, touched, params)
+def add_to_minute_days_in_sql(cursor: Any, ranges: Sequence[tuple[int, int, int]]) -> None:
+    """Add the taps numbered ``after < seq <= last`` of each ``(team_id, after, last)`` to
+    the minute day level, on PostgreSQL."""
+    columns = [list(column) for column in zip(*ranges, strict=True)]
+    cursor.execute(_ADD_TO_MINUTE_DAYS_SQL, columns)
+
+
+def refresh_minute_days_in_sql(cursor: Any, touched: str, params: Sequence[Any] = ()) -> None:
+    """Rebuild the minute day level, on PostgreSQL, of the (team_id, day) pairs the
+    SELECT ``touched`` gives, from the raw taps."""
+    cursor.execute(_REFRESH_MINUTE_DAYS_SQL.format(touched=touched), params)
+
+
+def refresh_tag_days_in_sql(cursor: Any, touched: str, params: Sequence[Any] = ()) -> None:
+    """Rebuild the tag day level, on PostgreSQL, of the (team_id, day) pairs the SELECT
+    ``touched`` gives, from the raw taps."""
     cursor.execute(_REFRESH_TAG_DAYS_SQL.format(touched=touched), params)
+
+
+_REFRESH_IN_SQL = {
+    TEAM_DAY_LEVEL.name: refresh_team_days_in_sql,
+    TAG_DAY_LEVEL.name: refresh_tag_days_in_sql,
+    MINUTE_DAY_LEVEL.name: refresh_minute_days_in_sql,
+}
 
 
 def refresh_day_levels(
@@ -403,20 +527,21 @@ def add_to_tag_days(cells: Iterable[tuple[int, date, int, int, int]]) -> None:
     TAG_DAY_LEVEL.write(rows)
 
 
-def refresh_all_day_levels() -> None:
-    """Rebuild every stored day-level row from the team rollup and the raw taps, as the
-    write path would now write it (after a change to how a day is packed)."""
-    stored_days = (
-        f"SELECT team_id, day FROM {TeamDay._meta.db_table} "
-        f"UNION SELECT team_id, day FROM {TagDay._meta.db_table}"
+def refresh_all_day_levels(levels: Sequence[_DayLevel] = DAY_LEVELS) -> None:
+    """Rebuild every stored row of the given day levels from the team rollup and the raw
+    taps, as the write path would now write it (after a change to how a day is packed).
+    A migration names the levels that existed when it was written."""
+    stored_days = " UNION ".join(
+        f"SELECT team_id, day FROM {level.model._meta.db_table}" for level in levels
     )
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":
-            refresh_day_levels_in_sql(cursor, stored_days)
+            for level in levels:
+                _REFRESH_IN_SQL[level.name](cursor, stored_days)
             return
         cursor.execute(stored_days)
         pairs = [(team_id, date.fromisoformat(str(day))) for team_id, day in cursor.fetchall()]
-    refresh_day_levels(pairs)
+    refresh_day_levels(pairs, levels)
 
 
 def bucket_sql(column: str) -> str:

@@ -2,9 +2,9 @@ from django.db import migrations
 
 
 def fill_day_levels(apps, schema_editor):
-    from analytics.rollup import DAY_LEVELS
+    from analytics.rollup import TAG_DAY_LEVEL, TEAM_DAY_LEVEL
 
-    for level in DAY_LEVELS:
+    for level in (TEAM_DAY_LEVEL, TAG_DAY_LEVEL):
         level.write(level.build(level.fine_rows()))
 
 

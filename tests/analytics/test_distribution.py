@@ -5,9 +5,9 @@ Read from the database itself, so a migration that adds another index is checked
 import pytest
 from django.db import connection, models
 
-from analytics.models import TagDay, Tap, TapSequence, TeamDay, TeamRollup
+from analytics.models import MinuteDay, TagDay, Tap, TapSequence, TeamDay, TeamRollup
 
-DISTRIBUTED = [Tap, TapSequence, TeamRollup, TeamDay, TagDay]
+DISTRIBUTED = [Tap, TapSequence, TeamRollup, TeamDay, TagDay, MinuteDay]
 
 
 @pytest.mark.django_db

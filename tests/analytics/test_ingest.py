@@ -130,10 +130,10 @@ def test_the_staging_table_is_empty_after_each_commit(tag: Tag) -> None:
         datetime(2024, 3, 31, 1, 59, 59, 999999, tzinfo=UTC),
     ],
 )
-def test_tag_days_added_to_or_rebuilt_match_the_raw_taps(tag: Tag, start: datetime) -> None:
-    # A day is added to when it holds many taps per stored cell (the dense batches), and
-    # rebuilt from its raw taps when its cells are nearly as many as its taps (the sparse
-    # ones, across midnight).
+def test_day_levels_added_to_or_rebuilt_match_the_raw_taps(tag: Tag, start: datetime) -> None:
+    # A tag or minute day is added to when it holds many taps per stored cell (the dense
+    # batches), and rebuilt from its raw taps when its cells are nearly as many as its
+    # taps (the sparse ones, across midnight).
     def batch(first_id: int, size: int, count: int, step: timedelta) -> None:
         store_taps([TapRow(first_id + n, tag.uid, count, start + n * step) for n in range(size)])
 

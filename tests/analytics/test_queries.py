@@ -14,6 +14,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from analytics.ingest import TapRow, store_taps
+from analytics.models import MinuteDay
 from analytics.periods import WEEKDAYS, Interval, TooManyBuckets
 from analytics.queries import (
     Endpoint,
@@ -23,6 +24,7 @@ from analytics.queries import (
     compared_query,
     count_taps,
 )
+from analytics.rollup import pack_minutes
 from teams.models import Tag, Team
 
 ZONES = (
@@ -439,6 +441,46 @@ def test_minute_buckets_place_taps_before_1970_and_at_the_edges(team: Team, tag:
         ("1970-01-01T05:30:00+05:30", 5),
         ("1970-01-01T05:31:00+05:30", 7),
     ]
+
+
+def test_long_minute_ranges_read_whole_minutes_from_the_minute_level(team: Team, tag: Tag) -> None:
+    # Two hours across midnight before 1970, cut mid-minute at both ends: the whole
+    # minutes come from the minute day level (two UTC days), the cut ones from raw taps.
+    at = datetime(1969, 12, 31, 23, 0, 30, tzinfo=UTC)
+    store_taps(
+        [
+            TapRow(1, tag.uid, 1, at - timedelta(minutes=1)),
+            TapRow(2, tag.uid, 2, at - timedelta(microseconds=1)),
+            TapRow(3, tag.uid, 3, at),
+            TapRow(4, tag.uid, 5, datetime(1969, 12, 31, 23, 58, 59, 999999, tzinfo=UTC)),
+            TapRow(5, tag.uid, 7, datetime(1970, 1, 1, tzinfo=UTC)),
+            TapRow(6, tag.uid, 11, at + timedelta(hours=2, microseconds=-1)),
+            TapRow(7, tag.uid, 13, at + timedelta(hours=2)),
+        ]
+    )
+    query = TapQuery(
+        start=Endpoint(instant=at),
+        end=Endpoint(instant=at + timedelta(hours=2)),
+        zone=ZoneInfo("UTC"),
+        interval=Interval.MINUTE,
+        fill=False,
+    )
+
+    def answer(query: TapQuery) -> list[tuple[str, int]]:
+        return [(p.start.isoformat(), p.taps) for p in count_taps(team, query).periods]
+
+    assert answer(query) == [
+        ("1969-12-31T23:00:00+00:00", 3),
+        ("1969-12-31T23:58:00+00:00", 5),
+        ("1970-01-01T00:00:00+00:00", 7),
+        ("1970-01-01T01:00:00+00:00", 11),
+    ]
+    # Read from the level: a changed stored minute changes the answer ...
+    MinuteDay.objects.filter(day=date(1969, 12, 31)).update(minutes=pack_minutes([1438], [500]))
+    assert answer(query)[1] == ("1969-12-31T23:58:00+00:00", 500)
+    # ... but not that of a range under an hour, read from the raw taps.
+    short = replace(query, end=Endpoint(instant=at + timedelta(minutes=59)))
+    assert answer(short) == [("1969-12-31T23:00:00+00:00", 3), ("1969-12-31T23:58:00+00:00", 5)]
 
 
 def test_a_bucket_that_has_not_ended_is_partial(team: Team) -> None:

@@ -4,12 +4,14 @@ from datetime import UTC, date, datetime
 import pytest
 from django.core.management import CommandError, call_command
 
-from analytics.models import TagDay, Tap, TeamDay, TeamRollup
+from analytics.models import MinuteDay, TagDay, Tap, TeamDay, TeamRollup
 from analytics.rollup import (
     find_rollup_differences,
+    pack_minutes,
     pack_quarters,
     pack_tag_cells,
     refresh_all_day_levels,
+    unpack_minutes,
     unpack_quarters,
     unpack_tag_cells,
 )
@@ -102,6 +104,19 @@ def test_the_tag_day_level_holds_each_tags_quarter_hours(stored: Tag, team: Team
     ]
 
 
+def test_the_minute_day_level_holds_each_utc_minute_with_taps(stored: Tag) -> None:
+    days = {
+        day: [tuple(column.tolist()) for column in unpack_minutes(minutes)] + [taps]
+        for day, taps, minutes in MinuteDay.objects.values_list("day", "taps", "minutes")
+    }
+
+    # (minutes, taps per minute, the day's taps); 05:44+05:30 is 00:14 UTC.
+    assert days == {
+        date(2024, 2, 29): [(1439,), (1,), 1],
+        date(2024, 3, 1): [(0, 14, 15), (2, 4 + 16, 8), 30],
+    }
+
+
 def test_days_packed_in_an_older_order_are_rewritten_in_tag_order(stored: Tag, team: Team) -> None:
     Tag.objects.create(uid=9, team=team)
     add_taps((6, 9, 64, "2024-03-01T23:59:00Z"))
@@ -134,14 +149,16 @@ def test_verify_rollup_reports_a_drifted_day_and_rebuild_mends_it(stored: Tag, t
     TagDay.objects.filter(day=date(2024, 3, 1)).update(
         cells=pack_tag_cells([stored.uid], [30], [0])
     )
+    MinuteDay.objects.filter(day=date(2024, 3, 1)).update(minutes=pack_minutes([0], [30]))
 
     total, differences = find_rollup_differences()
 
-    assert total == 3
+    assert total == 4
     assert {(d.table, d.bucket.date()) for d in differences} == {
         ("day", date(2024, 2, 29)),
         ("day", date(2024, 3, 1)),
         ("tag day", date(2024, 3, 1)),
+        ("minute day", date(2024, 3, 1)),
     }
     call_command("rebuild_rollup", "--team", str(team.id), stdout=io.StringIO())
     assert find_rollup_differences()[0] == 0
