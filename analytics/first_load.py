@@ -1,13 +1,14 @@
 """A first load into an empty tap table builds the tag index after the taps, not with them.
 
 A tap's entry in ``tap_team_tag_time`` lands on a page chosen by its tag, so with 20,000
-tags nearly every tap dirtied another page of an index larger than the server's cache:
-keeping it up to date cost a third of a bench-10M load (168.6 s with it, 114.2 s without;
-the build afterwards took 7.6 s). Built in one pass, both covering indexes also come out
-with full pages: a tap inserted in the middle of the index (every team but the last
-appends there) splits a full page in half, and PostgreSQL keeps a page full on such
-splits only for entries of at most two 8-byte columns. The covering indexes are wider, so
-a loaded ``tap_team_time`` was half empty, and a day by minute read twice the pages.
+tags nearly every tap dirtied another page of an index larger than the server's cache
+(bench-10M loads alternating on one machine: 131.0 and 132.3 s with it, 124.0 and 124.5 s
+without it and with both builds below, which took 16.5 s). Built in one pass, both
+covering indexes also come out with full pages: a tap inserted in the middle of the index
+(every team but the last appends there) splits a full page in half, and PostgreSQL keeps
+a page full on such splits only for entries of at most two 8-byte columns. The covering
+indexes are wider, so a loaded ``tap_team_time`` was half empty (853 MB against 473 MB
+rebuilt), and every read of raw taps read twice the pages.
 
 Only a load into an empty table does this: on a table in use, queries filtered by tag
 would lose their index for the length of the load.
