@@ -3,6 +3,7 @@ from datetime import UTC, date, datetime
 
 import pytest
 from django.core.management import CommandError, call_command
+from django.db import connection
 
 from analytics.models import MinuteDay, TagDay, Tap, TeamDay, TeamRollup
 from analytics.rollup import (
@@ -115,6 +116,28 @@ def test_the_minute_day_level_holds_each_utc_minute_with_taps(stored: Tag) -> No
         date(2024, 2, 29): [(1439,), (1,), 1],
         date(2024, 3, 1): [(0, 14, 15), (2, 4 + 16, 8), 30],
     }
+
+
+def test_postgresql_compresses_a_busy_days_cells_with_lz4(team: Team) -> None:
+    if connection.vendor != "postgresql":
+        pytest.skip("SQLite does not compress values")
+    # 400 taps on 400 tags and minutes: both packed days are past PostgreSQL's 2 kB
+    # threshold for compressing a value.
+    uids = range(10_000, 10_400)
+    Tag.objects.bulk_create(Tag(uid=uid, team=team) for uid in uids)
+    add_taps(
+        *(
+            (n, uid, 1, f"2024-03-01T{n // 60:02d}:{n % 60:02d}:00Z")
+            for n, uid in enumerate(uids, 1)
+        )
+    )
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pg_column_compression(t.cells), pg_column_compression(m.minutes) "
+            "FROM analytics_tagday t JOIN analytics_minuteday m USING (team_id, day)"
+        )
+        assert cursor.fetchall() == [("lz4", "lz4")]
 
 
 def test_days_packed_in_an_older_order_are_rewritten_in_tag_order(stored: Tag, team: Team) -> None:
