@@ -40,6 +40,7 @@ from analytics.ingest import (
     store_staged_taps,
 )
 from analytics.live import LOADER_INLINE_LIMIT, StoredRange
+from analytics.periods import EARLIEST, LATEST
 from teams.models import MAX_BIGINT, Tag, Team
 
 TAG_COLUMNS = ("tag_uid", "team_id", "created_at")
@@ -129,11 +130,18 @@ def parse_instant(text: str) -> datetime:
             "or 2023-10-20 14:22:01.123+00"
         ) from None
     if value.tzinfo is None:
-        return value.replace(tzinfo=UTC)
+        value = value.replace(tzinfo=UTC)
     try:
-        return value.astimezone(UTC)
+        value = value.astimezone(UTC)
     except OverflowError:
         raise RowError(f"bad timestamp {text!r}: out of range in UTC") from None
+    # Analytics answers only for these years: a tap outside them would be stored and
+    # counted by no answer (a year 0001 is a device's clock that was never set).
+    if not EARLIEST <= value < LATEST:
+        raise RowError(
+            f"timestamp {text!r} is outside the years {EARLIEST.year} to {LATEST.year - 1}"
+        )
+    return value
 
 
 class _ProgressReader:
@@ -306,7 +314,8 @@ def store_tag_batch(rows: list[TagRow], report: LoadReport) -> list[Problem]:
 
 # A good row in the common form, checked for a whole block of lines by one regular
 # expression (C speed): ids of at most 18 digits and counts of at most 9 (so within range,
-# no sign, no leading zero), a date that exists (29 February takes the long way), a time
+# no sign, no leading zero), a date that exists in the years 1901 to 2998 (29 February, and
+# 1900 and 2999, which an offset may take out of range, take the long way), a time
 # with seconds, at most 6 decimals, and an offset within PostgreSQL's +-15:59. Such rows go
 # to COPY as they are, and PostgreSQL reads their timestamps. Every other row is parsed field
 # by field (``parse_id``, ``parse_count``, ``parse_instant``), as all rows used to be, and
@@ -317,7 +326,7 @@ _FAST_FIELDS = {
     "tag_uid": r"[1-9][0-9]{0,17}",
     "count": r"[1-9][0-9]{0,8}",
     "created_at": (
-        r"(?:[1-8][0-9]{3}|9[0-8][0-9]{2}|99[0-8][0-9])-"
+        r"(?:190[1-9]|19[1-9][0-9]|2[0-8][0-9]{2}|29[0-8][0-9]|299[0-8])-"
         r"(?:(?:0[1-9]|1[0-2])-(?:0[1-9]|1[0-9]|2[0-8])"
         r"|(?:0[13-9]|1[0-2])-(?:29|30)|(?:0[13578]|1[02])-31)"
         r"[T ](?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](?:\.[0-9]{1,6})?"

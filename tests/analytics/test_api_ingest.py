@@ -103,6 +103,16 @@ BAD_ITEMS: list[tuple[str, Callable[[Tag, Tag], dict[str, Any]], str]] = [
         ),
         "at",
     ),
+    (
+        "time from a clock never set",
+        lambda tag, foreign: item(2, tag.uid, at="0001-01-01T00:00:00Z"),
+        "at",
+    ),
+    (
+        "time before 1900 in UTC",
+        lambda tag, foreign: item(2, tag.uid, at="1900-01-01T00:30:00+01:00"),
+        "at",
+    ),
     ("count of zero", lambda tag, foreign: item(2, tag.uid, count=0), "count"),
     ("negative count", lambda tag, foreign: item(2, tag.uid, count=-3), "count"),
     ("id repeated in the batch", lambda tag, foreign: item(1, tag.uid), "id"),

@@ -128,6 +128,8 @@ def test_both_timestamp_forms_are_read_and_no_offset_means_utc(
         ("7,1000000001,1,2023-02-30T14:22:01Z", "bad timestamp '2023-02-30T14:22:01Z'"),
         ("7,1000000001,1,yesterday", "bad timestamp 'yesterday'"),
         ("7,1000000001,1,2023-10-20", "bad timestamp '2023-10-20'"),
+        ("7,1000000001,1,1899-12-31T23:59:59Z", "outside the years 1900 to 2999"),
+        ("7,1000000001,1,3000-01-01 00:00:00+00", "outside the years 1900 to 2999"),
         ("7,1000000001,1", "expected 4 fields"),
         ("7,1000000099,1,2023-10-20T14:22:01Z", "unknown tag 1000000099"),
         ("1,1000000002,1,2023-10-20T15:00:00Z", "duplicate id 1: line 2 has the same id"),

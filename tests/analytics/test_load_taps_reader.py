@@ -46,7 +46,9 @@ digits = st.text("0123456789", min_size=1, max_size=20)
 numbers = digits | st.sampled_from(["-1", "+1", "1.5", " 1", "0", "x"])
 timestamps = st.builds(
     "{}-{}-{}{}{}:{}:{}{}{}".format,
-    st.sampled_from(["2024", "2023", "1000", "0999", "9998", "9999", "20x4"]),
+    st.sampled_from(
+        ["2024", "2023", "1900", "1901", "2998", "2999", "3000", "1000", "0999", "9999", "20x4"]
+    ),
     st.sampled_from(["01", "02", "04", "12", "13", "00", "1"]),
     st.sampled_from(["01", "28", "29", "30", "31", "32", "00"]),
     st.sampled_from(["T", " ", "t", "_"]),
@@ -63,6 +65,8 @@ timestamps = st.builds(
 @example(
     tap_id="9223372036854775807", tag_uid="1", count="2147483647", created_at="2024-02-29T00:00:00Z"
 )
+@example(tap_id="1", tag_uid="1", count="1", created_at="1900-01-01T00:30:00+01:00")
+@example(tap_id="1", tag_uid="1", count="1", created_at="2999-12-31T23:30:00-01:00")
 def test_a_row_is_read_as_the_long_way_reads_it(
     tap_id: str, tag_uid: str, count: str, created_at: str
 ) -> None:
