@@ -22,7 +22,8 @@ from rest_framework.exceptions import ValidationError
 from analytics.models import TeamRollup
 from analytics.periods import EARLIEST, LATEST, WEEKDAYS, Interval
 from analytics.queries import Compare, Endpoint, TapQuery
-from teams.models import Tag, Team
+from taps_project.parameters import repeated_parameters
+from teams.models import Tag, Team, time_zone_names
 
 MAX_TAG_UID = 2**63 - 1
 MAX_TAGS = 1000
@@ -32,13 +33,8 @@ _DATETIME = re.compile(
 )
 
 
-@functools.cache
-def known_zones() -> frozenset[str]:
-    return frozenset(zoneinfo.available_timezones())
-
-
 def parse_zone(text: str) -> zoneinfo.ZoneInfo:
-    if text not in known_zones():
+    if text not in time_zone_names():
         raise forms.ValidationError(
             f"{text[:64]!r} is not an IANA time zone; use a name such as Europe/Paris, "
             "America/New_York or UTC."
@@ -182,6 +178,8 @@ class TapCountFilter(django_filters.FilterSet):
 TapCountForm = TapCountFilter().get_form_class()
 PARAMETERS = frozenset(TapCountFilter.base_filters)
 REPEATABLE = frozenset({"tag"})
+# An empty start or end gets the message of a missing one, which says what to give.
+REQUIRED = frozenset({"start", "end"})
 
 
 @dataclass(frozen=True)
@@ -192,16 +190,17 @@ class AnalyticsRequest:
 
 
 def reject_unusable_names(params: QueryDict) -> None:
-    """Unknown and repeated parameters are refused rather than silently ignored."""
-    errors: dict[str, list[str]] = {}
-    for name in params:
+    """Unknown, repeated and empty parameters are refused rather than silently ignored:
+    ``interval=`` is as likely a mistake as ``intreval=day``."""
+    errors = repeated_parameters(params, REPEATABLE)
+    for name, values in params.lists():
+        shown = name[:64]
         if name not in PARAMETERS:
-            shown = name[:64]
             errors[shown] = [
                 f"Unknown parameter {shown!r}; the parameters are {', '.join(sorted(PARAMETERS))}."
             ]
-        elif name not in REPEATABLE and len(params.getlist(name)) > 1:
-            errors[name] = [f"Give {name} once; it was given {len(params.getlist(name))} times."]
+        elif name not in errors and name not in REQUIRED and not all(v.strip() for v in values):
+            errors[name] = [f"{name} is empty; give it a value, or leave it out."]
     if errors:
         raise ValidationError(errors)
 

@@ -14,6 +14,7 @@ from rest_framework.views import APIView
 from analytics.ingest import TapRow, TapsRefused, ingest_taps
 from analytics.loader import MAX_COUNT, RowError, parse_instant
 from analytics.throttling import IngestRateThrottle, RateLimitHeadersMixin
+from taps_project.parameters import OneValuePerParameterMixin
 from taps_project.parsers import StrictJSONParser
 from teams.auth import TeamAuth
 from teams.models import MAX_BIGINT, Scope
@@ -114,7 +115,7 @@ def plainly_valid_rows(data: Any, now: datetime) -> list[TapRow] | None:
     return rows
 
 
-class TapIngestView(RateLimitHeadersMixin, APIView):
+class TapIngestView(OneValuePerParameterMixin, RateLimitHeadersMixin, APIView):
     """Store a JSON list of up to 1000 taps, all or nothing; 201 with what was new."""
 
     required_scope = Scope.INGEST

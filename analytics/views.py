@@ -22,6 +22,7 @@ from analytics.filters import read_tap_query, seed_tap_query, team_zone
 from analytics.queries import TapQuery, compared_query, count_taps
 from analytics.rendered import CountedJSON, Replayable, json_bytes, tap_counts_json
 from analytics.throttling import RateLimitHeadersMixin, SpendWithAnswerLookupMixin, budget_of
+from taps_project.parameters import OneValuePerParameterMixin
 from teams.auth import TeamAuth
 from teams.models import Team
 
@@ -137,7 +138,11 @@ class TapAnalyticsViewSet(
 
 
 class SeedTapAnalyticsView(
-    SpendWithAnswerLookupMixin, JSONErrorsMixin, RateLimitHeadersMixin, APIView
+    OneValuePerParameterMixin,
+    SpendWithAnswerLookupMixin,
+    JSONErrorsMixin,
+    RateLimitHeadersMixin,
+    APIView,
 ):
     """``POST /v1/api/tap/analytics``: the seed service's request and envelope (SPEC 6.2)."""
 
@@ -165,7 +170,7 @@ class SeedTapAnalyticsView(
         return HttpResponse(content, content_type=JSONRenderer.media_type)
 
 
-class UsageView(RateLimitHeadersMixin, APIView):
+class UsageView(OneValuePerParameterMixin, RateLimitHeadersMixin, APIView):
     """``GET /v1/usage``: the presenting key's rate-limit budget, without spending it."""
 
     required_scope = None

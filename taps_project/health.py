@@ -6,6 +6,8 @@ from django.http import HttpRequest, JsonResponse
 from django.views.decorators.http import require_GET
 from redis.exceptions import RedisError
 
+from taps_project.parameters import repeated_parameters
+
 
 def database_state() -> str:
     try:
@@ -30,6 +32,9 @@ def redis_state() -> str:
 
 @require_GET
 def healthz(request: HttpRequest) -> JsonResponse:
+    repeated = repeated_parameters(request.GET)
+    if repeated:
+        return JsonResponse(repeated, status=400)
     checks = {"database": database_state(), "redis": redis_state()}
     healthy = all(state in {"ok", "not configured"} for state in checks.values())
     return JsonResponse(

@@ -6,7 +6,17 @@ from analytics.dashboard import dashboard
 from analytics.ingest_api import TapIngestView
 from analytics.views import SeedTapAnalyticsView, TapAnalyticsViewSet, UsageView
 from taps_project.health import healthz
+from taps_project.parameters import OneValuePerParameterMixin
 from teams.views import TeamView
+
+
+class SchemaView(OneValuePerParameterMixin, SpectacularAPIView):
+    pass
+
+
+class DocsView(OneValuePerParameterMixin, SpectacularSwaggerView):
+    pass
+
 
 urlpatterns = [
     path("admin/", admin.site.urls),
@@ -15,8 +25,8 @@ urlpatterns = [
     path("v1/usage", UsageView.as_view(), name="usage"),
     path("v1/team", TeamView.as_view(), name="team"),
     path("v1/taps", TapIngestView.as_view(), name="taps-ingest"),
-    path("v1/schema", SpectacularAPIView.as_view(), name="schema"),
-    path("v1/docs", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
+    path("v1/schema", SchemaView.as_view(), name="schema"),
+    path("v1/docs", DocsView.as_view(url_name="schema"), name="docs"),
     path("healthz", healthz, name="healthz"),
     path("dashboard/", dashboard, name="dashboard"),
 ]

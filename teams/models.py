@@ -13,7 +13,9 @@ MAX_BIGINT = 2**63 - 1
 
 @cache
 def time_zone_names() -> frozenset[str]:
-    return frozenset(zoneinfo.available_timezones())
+    """The IANA zones this host knows. Debian's zone directory also holds ``localtime``,
+    the host's own zone: the same name would mean another zone on another server."""
+    return frozenset(zoneinfo.available_timezones()) - {"localtime"}
 
 
 def validate_time_zone(name: str) -> None:

@@ -4,10 +4,11 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from taps_project.parameters import OneValuePerParameterMixin
 from teams.auth import TeamAuth
 
 
-class TeamView(APIView):
+class TeamView(OneValuePerParameterMixin, APIView):
     """The team and key behind the presented read key."""
 
     @extend_schema(

@@ -174,3 +174,74 @@ def test_fuzzed_parameters_never_get_a_500(
     response = Client().get(URL, params, HTTP_X_API_KEY=read_key.plaintext)
     assert response.status_code in (200, 400), response.content[:300]
     assert response["Content-Type"] in ("application/json", "text/csv; charset=utf-8")
+
+
+EMPTY_OR_HOST_ZONE = [
+    *[
+        (query_string(**{**GOOD, name: ""}), name)
+        for name in PARAMETERS
+        if name not in ("start", "end", "limit")
+    ],
+    (query_string(**{**GOOD, "group_by": "tag", "limit": " "}), "limit"),
+    (query_string(**{**GOOD, "start": ""}), "start"),
+    (query_string(**{**GOOD, "tz": "localtime"}), "tz"),
+]
+
+
+@pytest.mark.parametrize(("query", "parameter"), EMPTY_OR_HOST_ZONE)
+def test_an_empty_parameter_or_the_hosts_zone_is_refused_not_defaulted(
+    query: str, parameter: str, read_key: IssuedKey, tag: Tag
+) -> None:
+    response = Client().get(f"{URL}?{query}", HTTP_X_API_KEY=read_key.plaintext)
+    assert response.status_code == 400, response.content[:300]
+    assert parameter in response.json()
+
+
+def test_the_seed_post_refuses_the_hosts_zone(read_key: IssuedKey) -> None:
+    body = {"startDate": "2024-01-01", "endDate": "2024-01-02", "tz": "localtime"}
+    response = Client().post(
+        "/v1/api/tap/analytics",
+        body,
+        content_type="application/json",
+        HTTP_X_API_KEY=read_key.plaintext,
+    )
+    assert response.status_code == 400
+    assert "tz" in response.json()
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "key"),
+    [
+        ("post", "/v1/api/tap/analytics", "read"),
+        ("get", "/v1/usage", "read"),
+        ("get", "/v1/team", "read"),
+        ("post", "/v1/taps", "ingest"),
+        ("get", "/v1/schema", None),
+        ("get", "/healthz", None),
+    ],
+)
+def test_a_parameter_given_twice_is_refused_on_every_endpoint(
+    method: str,
+    path: str,
+    key: str | None,
+    read_key: IssuedKey,
+    ingest_key: IssuedKey,
+    tag: Tag,
+) -> None:
+    keys = {"read": read_key, "ingest": ingest_key}
+    headers = {"HTTP_X_API_KEY": keys[key].plaintext} if key else {}
+    body: Any = (
+        [{"id": 1, "tag": tag.uid}]
+        if path == "/v1/taps"
+        else {"startDate": "2024-01-01", "endDate": "2024-01-02"}
+    )
+
+    def send(query: str) -> Any:
+        if method == "get":
+            return Client().get(f"{path}?{query}", **headers)
+        return Client().post(f"{path}?{query}", body, content_type="application/json", **headers)
+
+    once, twice = send("x=1"), send("x=1&x=2")
+    assert once.status_code in (200, 201)
+    assert twice.status_code == 400, twice.content[:300]
+    assert twice.json() == {"x": ["Give x once; it was given 2 times."]}
