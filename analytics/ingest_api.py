@@ -13,7 +13,11 @@ from rest_framework.views import APIView
 
 from analytics.ingest import TapRow, TapsRefused, ingest_taps
 from analytics.loader import MAX_COUNT, RowError, parse_instant
-from analytics.throttling import IngestRateThrottle, RateLimitHeadersMixin
+from analytics.throttling import (
+    IngestRateThrottle,
+    RateLimitHeadersMixin,
+    SpendBeforeScopeCheckMixin,
+)
 from taps_project.parameters import OneValuePerParameterMixin
 from taps_project.parsers import StrictJSONParser
 from teams.auth import TeamAuth
@@ -115,7 +119,9 @@ def plainly_valid_rows(data: Any, now: datetime) -> list[TapRow] | None:
     return rows
 
 
-class TapIngestView(OneValuePerParameterMixin, RateLimitHeadersMixin, APIView):
+class TapIngestView(
+    OneValuePerParameterMixin, SpendBeforeScopeCheckMixin, RateLimitHeadersMixin, APIView
+):
     """Store a JSON list of up to 1000 taps, all or nothing; 201 with what was new."""
 
     required_scope = Scope.INGEST

@@ -371,6 +371,12 @@ class SpendWithAnswerLookupMixin:
     throttle: ClassVar[type[KeyRateThrottle]] = AnalyticsRateThrottle
     _slot_due = False
 
+    def check_permissions(self, request: Request) -> None:
+        # DRF checks the key's scope before its throttles: marked first, a key refused
+        # for its scope (403) spends its slot too.
+        self.check_throttles(request)
+        super().check_permissions(request)  # type: ignore[misc]
+
     def check_throttles(self, request: Request) -> None:
         self._slot_due = isinstance(request.auth, TeamAuth)
 
@@ -397,6 +403,24 @@ class SpendWithAnswerLookupMixin:
         self.request.rate_limit_budget = budget  # type: ignore[attr-defined]
         if not budget.allowed:
             raise Throttled(wait=budget.reset)
+
+
+class SpendBeforeScopeCheckMixin:
+    """For views limited by a DRF throttle: the slot is spent before the key's scope is
+    checked (DRF checks permissions first), so that a key refused for its scope (403)
+    spends one too and gets the headers: every authenticated request counts (SPEC 7)."""
+
+    _throttles_checked = False
+
+    def check_permissions(self, request: Request) -> None:
+        if isinstance(request.auth, TeamAuth):
+            self.check_throttles(request)
+        super().check_permissions(request)  # type: ignore[misc]
+
+    def check_throttles(self, request: Request) -> None:
+        if not self._throttles_checked:
+            self._throttles_checked = True
+            super().check_throttles(request)  # type: ignore[misc]
 
 
 class RateLimitHeadersMixin:

@@ -305,3 +305,34 @@ def test_ingest_has_its_own_rate_limit_and_headers(
     assert get(api, read_key)["X-RateLimit-Remaining"] == "99"
     clock.now += 60
     assert ingest(3).status_code == 201
+
+
+def test_a_key_used_outside_its_scope_spends_a_slot_and_gets_the_headers(
+    api: APIClient,
+    read_key: IssuedKey,
+    ingest_key: IssuedKey,
+    tag: Tag,
+    limit: Callable[[str], None],
+    clock: Clock,
+    settings: SettingsWrapper,
+) -> None:
+    # SPEC 7: every authenticated request counts, whatever its status.
+    limit("2/minute")
+    settings.TAPS_INGEST_RATE_LIMIT = "5/minute"
+    seed = {"startDate": "2024-01-01", "endDate": "2024-01-07", "interval": "day"}
+    refused = [
+        get(api, ingest_key),
+        api.post("/v1/api/tap/analytics", seed, format="json", HTTP_X_API_KEY=ingest_key.plaintext),
+        get(api, ingest_key),
+    ]
+    assert [r.status_code for r in refused] == [403, 403, 429]
+    assert [r["X-RateLimit-Remaining"] for r in refused] == ["1", "0", "0"]
+
+    body = [{"id": 1, "tag": tag.uid, "at": "2024-01-01T00:00:00Z"}]
+    posted = [
+        api.post("/v1/taps", body, format="json", HTTP_X_API_KEY=read_key.plaintext)
+        for _ in range(2)
+    ]
+    assert [r.status_code for r in posted] == [403, 403]
+    assert [r["X-RateLimit-Remaining"] for r in posted] == ["4", "3"]
+    assert get(api, read_key).status_code == 200
