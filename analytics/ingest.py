@@ -10,7 +10,7 @@ so the rollups never disagree with the raw taps and a duplicate never counts twi
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import datetime
 from functools import partial
 from typing import Any
 
@@ -18,17 +18,9 @@ from django.db import connection, transaction
 from django.db.backends.utils import CursorWrapper
 
 from analytics import live
+from analytics.day_additions import NEW_TAPS_SQL, NewTaps, add_to_day_levels
 from analytics.live import LIVE_INLINE_LIMIT, StoredRange
-from analytics.rollup import (
-    MINUTE_DAY_LEVEL,
-    TEAM_DAY_LEVEL,
-    add_to_minute_days_in_sql,
-    add_to_tag_days,
-    add_to_tag_days_in_sql,
-    bucket_sql,
-    refresh_day_levels,
-    refresh_team_days_in_sql,
-)
+from analytics.rollup import bucket_sql
 from teams.models import Tag
 
 STAGE_TABLE = "tap_stage"
@@ -189,28 +181,13 @@ def store_staged_taps(
             # them, three times a batch (4 ms each at 20,000 tags); analyzing the stage
             # (1 ms) lets it look the batch's tags up by index instead.
             cursor.execute(f"ANALYZE {STAGE_TABLE}")
-            teams, stored_days = _store_postgresql(cursor)
+            teams, new_taps = _store_postgresql(cursor)
         else:
             teams = _store_sqlite(cursor)
+            new_taps = _new_taps_sqlite(cursor)
         ranges = tuple(stored for stored, _ in teams)
         accepted = sum(stored.accepted for stored in ranges)
-        if accepted and connection.vendor == "postgresql":
-            # The days come from the store statement, not from joining the stage with the
-            # tags again: that join hashed every tag (20,000 at bench size) twice per
-            # batch while the team's counter row was locked, the larger part of the
-            # day-level refresh of a 1000-tap ingest batch.
-            refresh_team_days_in_sql(
-                cursor,
-                "SELECT team_id, day FROM unnest(%s::bigint[], %s::date[]) AS days(team_id, day)",
-                [[team_id for team_id, _ in stored_days], [day for _, day in stored_days]],
-            )
-            stored_ranges = [(r.team_id, r.after, r.last) for r in ranges if r.accepted]
-            add_to_tag_days_in_sql(cursor, stored_ranges)
-            add_to_minute_days_in_sql(cursor, stored_ranges)
-        elif accepted:
-            # SQLite rebuilds a day's minutes from its taps: at most 1,440 rows.
-            refresh_day_levels(_staged_days(cursor), levels=[TEAM_DAY_LEVEL, MINUTE_DAY_LEVEL])
-            add_to_tag_days(_new_tag_cells_sqlite(cursor))
+        add_to_day_levels(new_taps)
     if accepted:
         live.publish_on_commit(
             [stored for stored in ranges if stored.accepted],
@@ -245,40 +222,26 @@ def _known_taps(
     return {stored.team_id: messages}
 
 
-def _staged_days(cursor: CursorWrapper) -> list[tuple[int, date]]:
-    """The (team, UTC day) pairs of the staged taps on SQLite, for the day levels (a
-    superset of what was stored: rebuilding a day again is harmless)."""
+def _new_taps_sqlite(cursor: CursorWrapper) -> NewTaps:
+    """The taps just stored on SQLite (``tap_stage_new``), each with the minute since the
+    epoch it falls in. ``strftime`` rounds fractions of a second (59.999999 is the next
+    minute's), so they are cut off first; integer division truncates, so a negative
+    minute is moved down to the floor."""
+    seconds = "CAST(strftime('%%s', substr(created_at, 1, 19)) AS INTEGER)"
     cursor.execute(
-        f"SELECT DISTINCT t.team_id, substr(s.created_at, 1, 10) FROM {STAGE_TABLE} s {OWNED_JOIN}",
+        f"""SELECT team_id, tag_id, {seconds} / 60 - ({seconds} %% 60 < 0), count
+            FROM tap_stage_new""",
         [],
     )
-    return [(team_id, date.fromisoformat(day)) for team_id, day in cursor.fetchall()]
-
-
-def _new_tag_cells_sqlite(cursor: CursorWrapper) -> list[tuple[int, date, int, int, int]]:
-    """The ``(team, UTC day, tag, quarter hour, taps)`` cells of the taps just stored on
-    SQLite (``tap_stage_new``; instants as Django writes them, 'YYYY-MM-DD HH:MM:SS')."""
-    cursor.execute(
-        """SELECT team_id, substr(created_at, 1, 10), tag_id,
-                  CAST(substr(created_at, 12, 2) AS INTEGER) * 4
-                  + CAST(substr(created_at, 15, 2) AS INTEGER) / 15,
-                  sum(count)
-           FROM tap_stage_new GROUP BY 1, 2, 3, 4""",
-        [],
-    )
-    return [
-        (team_id, date.fromisoformat(day), tag, quarter, taps)
-        for team_id, day, tag, quarter, taps in cursor.fetchall()
-    ]
+    return NewTaps.of_rows(cursor.fetchall())
 
 
 # Each team's stored range, and how many of the team's taps were staged.
 TeamStore = tuple[StoredRange, int]
 
 
-def _store_postgresql(cursor: CursorWrapper) -> tuple[list[TeamStore], list[tuple[int, date]]]:
-    """Store the stage; each team's range and staged size, and the (team, UTC day) pairs
-    that got taps."""
+def _store_postgresql(cursor: CursorWrapper) -> tuple[list[TeamStore], NewTaps]:
+    """Store the stage; each team's range and staged size, and the taps stored."""
     # One statement. ``bumped`` moves each team's counter past the team's staged lines,
     # locking the counter row until commit (teams in id order, so two writers cannot
     # deadlock): the team's writers thus commit in seq order. The rollup adds up exactly the
@@ -308,7 +271,7 @@ def _store_postgresql(cursor: CursorWrapper) -> tuple[list[TeamStore], list[tupl
             FROM staged s JOIN bumped b USING (team_id) JOIN sizes z USING (team_id)
             ORDER BY s.line
             ON CONFLICT (team_id, tap_id) DO NOTHING
-            RETURNING team_id, tag_id, count, {bucket} AS bucket
+            RETURNING team_id, tag_id, count, created_at, {bucket} AS bucket
         ), team_sums AS (
             INSERT INTO analytics_teamrollup AS r (team_id, bucket, taps)
             SELECT team_id, bucket, sum(count) FROM new
@@ -316,11 +279,10 @@ def _store_postgresql(cursor: CursorWrapper) -> tuple[list[TeamStore], list[tupl
             ON CONFLICT (team_id, bucket) DO UPDATE SET taps = r.taps + EXCLUDED.taps
         )
         SELECT b.team_id, b.last_seq - z.span, b.last_seq, coalesce(n.accepted, 0),
-               z.first_line, z.size, coalesce(n.days, '{{}}')
+               z.first_line, z.size, n.taps
         FROM bumped b JOIN sizes z USING (team_id)
         LEFT JOIN (
-            SELECT team_id, count(*) AS accepted,
-                   array_agg(DISTINCT (bucket AT TIME ZONE 'UTC')::date) AS days
+            SELECT team_id, count(*) AS accepted, {NEW_TAPS_SQL} AS taps
             FROM new GROUP BY team_id
         ) n USING (team_id)
         ORDER BY b.team_id
@@ -329,7 +291,7 @@ def _store_postgresql(cursor: CursorWrapper) -> tuple[list[TeamStore], list[tupl
     )
     rows = cursor.fetchall()
     teams = [(StoredRange(*row[:5]), row[5]) for row in rows]
-    return teams, [(row[0], day) for row in rows for day in row[6]]
+    return teams, NewTaps.of_packed((row[0], row[6]) for row in rows if row[6] is not None)
 
 
 def _store_sqlite(cursor: CursorWrapper) -> list[TeamStore]:

@@ -113,7 +113,8 @@ class DayLevel(models.Model):
 class TeamDay(DayLevel):
     """A team's taps over one UTC day, with the day's 96 quarter-hour counts in one row.
 
-    Derived from ``TeamRollup`` for every day a batch touches, so a year of any zone
+    Kept by the write path for every day a batch touches (``analytics.day_additions``;
+    ``rebuild_rollup`` derives it from ``TeamRollup``), so a year of any zone
     reads 366 rows instead of 35,000: a local day, week or month starts on a quarter
     hour, and the taps before it in its UTC day are one entry of the running totals in
     ``quarters`` (``analytics.rollup.pack_quarters``).
@@ -129,8 +130,8 @@ class TagDay(DayLevel):
     """A team's taps by tag over one UTC day: every (tag, quarter hour) with taps, packed
     as columns in ``cells`` (``analytics.rollup.pack_tag_cells``).
 
-    Built from the day's raw taps by the write path, for every day a batch touches. A
-    month of a team with thousands of tags is 31 rows of bytes that NumPy sums by tag and
+    Kept by the write path for every day a batch touches (``analytics.day_additions``;
+    ``rebuild_rollup`` builds it from the day's raw taps). A month of a team with thousands of tags is 31 rows of bytes that NumPy sums by tag and
     bucket, instead of 100,000 rows.
     """
 

@@ -77,6 +77,22 @@ def unpack_tag_cells(cells: bytes | memoryview) -> tuple[Any, Any, Any]:
     )
 
 
+# A float64 sum is exact below 2**53; bincount sums in float64, and is 10 times faster
+# than the exact integer np.add.at.
+_EXACT_IN_FLOAT = 2**53
+
+
+def sum_by(keys: Any, taps: Any, size: int) -> Any:
+    """``taps`` summed by ``keys`` (integers below ``size``), exactly, as int64."""
+    if not taps.size:
+        return np.zeros(size, dtype=np.int64)
+    if int(taps.max()) * taps.size < _EXACT_IN_FLOAT:
+        return np.bincount(keys, weights=taps, minlength=size).astype(np.int64)
+    sums = np.zeros(size, dtype=np.int64)
+    np.add.at(sums, keys, taps)
+    return sums
+
+
 def pack_minutes(minutes: Sequence[int], counts: Sequence[int]) -> bytes:
     """A day's (minute of the UTC day, taps) cells as ``MinuteDay.minutes`` stores them,
     ordered by minute: the minutes as big-endian 16-bit integers (PostgreSQL's
@@ -305,21 +321,15 @@ _MINUTE_SQL = """(date_part('hour', {0} AT TIME ZONE 'UTC') * 60
 _PACKED_MINUTES_SQL = """string_agg(int2send(minute::smallint), ''::bytea ORDER BY minute)
            || string_agg(int8send(taps), ''::bytea ORDER BY minute)"""
 
-# The 64-bit integer at byte ``{0}`` (from 0) of the detoasted value ``{1}``.
-_INT8_AT_SQL = "('x' || encode(substring({1} FROM {0} + 1 FOR 8), 'hex'))::bit(64)::bigint"
-
 
 @dataclass(frozen=True)
 class _CellLevel:
-    """A day level of packed cells built from raw taps: its table and column, the bytes
-    of a cell, the cell's key columns with their SQL over a tap ``t``, the SQL decoding
-    the ``i``-th of ``size`` stored cells into its keys and taps, and the packing."""
+    """A day level of packed cells built from raw taps: its table and column, the cell's
+    key columns with their SQL over a tap ``t``, and the packing."""
 
     table: str
     column: str
-    cell_bytes: int
     keys: dict[str, str]
-    stored_cell: str
     packed: str
 
     def rebuild_sql(self) -> str:
@@ -346,68 +356,6 @@ class _CellLevel:
     SET taps = EXCLUDED.taps, {self.column} = EXCLUDED.{self.column}
 """
 
-    def add_sql(self) -> str:
-        """The level of the days that got the taps of the given seq ranges (three
-        parameters: the ranges' teams, ``after`` and ``last``). A day is rebuilt from its
-        raw taps, or the batch's taps are added to its stored cells (unpacked and packed
-        again in SQL), whichever reads less: rebuilding reads every tap of the day, which
-        for a team posting 1000-tap batches into today was 100,000 taps a batch once today
-        had them (bench-1M ingest 20,400 taps/s), while adding unpacks every stored cell
-        (at most one per tag and quarter hour, or per minute), at about twice the cost of a
-        tap (bench-10M load with every tag day added to: 144 -> 268 s, most of a load
-        batch being new days). It must run in a statement of its own after the taps are
-        stored, under the team's counter lock, so that it reads the cells as the team's
-        previous writer committed them. ``|| ''`` detoasts a day's cells once (each
-        ``substring`` of a stored value detoasted all of it: a second for 6,000 cells,
-        9 ms this way)."""
-        keys = ", ".join(self.keys)
-        column, size = self.column, f"coalesce(length(c.{self.column}) / {self.cell_bytes}, 0)"
-        return f"""
-    WITH ranges AS (
-        SELECT * FROM unnest(%s::bigint[], %s::bigint[], %s::bigint[]) AS r(team_id, after, last)
-    ), new_taps AS MATERIALIZED (
-        SELECT r.team_id, (t.created_at AT TIME ZONE 'UTC')::date AS day, {self._key_sql()},
-               t.count::bigint AS taps
-        FROM ranges r CROSS JOIN LATERAL (
-            SELECT tag_id, created_at, count FROM analytics_tap
-            WHERE team_id = r.team_id AND seq > r.after AND seq <= r.last
-            OFFSET 0
-        ) t
-    ), days AS MATERIALIZED (
-        SELECT n.team_id, n.day, {size} AS stored, c.{column},
-               coalesce(l.taps, 0) >= n.added + 2 * {size} AS add_to
-        FROM (SELECT team_id, day, sum(taps) AS added FROM new_taps GROUP BY 1, 2) n
-        LEFT JOIN analytics_teamday l USING (team_id, day)
-        LEFT JOIN {self.table} c USING (team_id, day)
-    ), unpacked AS MATERIALIZED (
-        SELECT team_id, day, {column} || ''::bytea AS {column}, stored AS size
-        FROM days WHERE add_to AND stored > 0
-    ), cells AS (
-        SELECT n.team_id, n.day, {", ".join(f"n.{key}" for key in self.keys)}, n.taps
-        FROM new_taps n JOIN days d USING (team_id, day) WHERE d.add_to
-        UNION ALL
-        SELECT team_id, day, {self.stored_cell}
-        FROM unpacked CROSS JOIN generate_series(0, size - 1) AS i
-        UNION ALL
-        SELECT d.team_id, d.day, {self._key_sql(named=False)}, t.count::bigint
-        FROM (SELECT team_id, day, day::timestamp AT TIME ZONE 'UTC' AS since
-              FROM days WHERE NOT add_to) d
-        CROSS JOIN LATERAL (
-            SELECT tag_id, created_at, count FROM analytics_tap
-            WHERE team_id = d.team_id
-                AND created_at >= d.since AND created_at < d.since + interval '1 day'
-            OFFSET 0
-        ) t
-    ), summed AS (
-        SELECT team_id, day, {keys}, sum(taps)::bigint AS taps
-        FROM cells GROUP BY team_id, day, {keys}
-    )
-    INSERT INTO {self.table} AS l (team_id, day, taps, {column})
-    SELECT team_id, day, sum(taps), {self.packed}
-    FROM summed GROUP BY team_id, day
-    ON CONFLICT (team_id, day) DO UPDATE SET taps = EXCLUDED.taps, {column} = EXCLUDED.{column}
-"""
-
     def _key_sql(self, *, named: bool = True) -> str:
         return ", ".join(f"{sql} AS {key}" if named else sql for key, sql in self.keys.items())
 
@@ -415,50 +363,23 @@ class _CellLevel:
 _TAG_CELLS = _CellLevel(
     "analytics_tagday",
     "cells",
-    17,
     {"tag_id": "t.tag_id", "quarter": _QUARTER_SQL.format("t.created_at")},
-    ", ".join(
-        [
-            _INT8_AT_SQL.format("8 * i", "cells"),
-            "get_byte(cells, 16 * size + i)",
-            _INT8_AT_SQL.format("8 * (size + i)", "cells"),
-        ]
-    ),
     _PACKED_CELLS_SQL,
 )
 _MINUTE_CELLS = _CellLevel(
     "analytics_minuteday",
     "minutes",
-    10,
     {"minute": _MINUTE_SQL.format("t.created_at")},
-    "get_byte(minutes, 2 * i) * 256 + get_byte(minutes, 2 * i + 1), "
-    + _INT8_AT_SQL.format("2 * size + 8 * i", "minutes"),
     _PACKED_MINUTES_SQL,
 )
 _REFRESH_TAG_DAYS_SQL = _TAG_CELLS.rebuild_sql()
-_ADD_TO_TAG_DAYS_SQL = _TAG_CELLS.add_sql()
 _REFRESH_MINUTE_DAYS_SQL = _MINUTE_CELLS.rebuild_sql()
-_ADD_TO_MINUTE_DAYS_SQL = _MINUTE_CELLS.add_sql()
 
 
 def refresh_team_days_in_sql(cursor: Any, touched: str, params: Sequence[Any] = ()) -> None:
     """Rebuild the team day level, on PostgreSQL, of the (team_id, day) pairs the SELECT
     ``touched`` gives, from the team rollup."""
     cursor.execute(_REFRESH_TEAM_DAYS_SQL.format(touched=touched), params)
-
-
-def add_to_tag_days_in_sql(cursor: Any, ranges: Sequence[tuple[int, int, int]]) -> None:
-    """Add the taps numbered ``after < seq <= last`` of each ``(team_id, after, last)`` to
-    the tag day level, on PostgreSQL."""
-    columns = [list(column) for column in zip(*ranges, strict=True)]
-    cursor.execute(_ADD_TO_TAG_DAYS_SQL, columns)
-
-
-def add_to_minute_days_in_sql(cursor: Any, ranges: Sequence[tuple[int, int, int]]) -> None:
-    """Add the taps numbered ``after < seq <= last`` of each ``(team_id, after, last)`` to
-    the minute day level, on PostgreSQL."""
-    columns = [list(column) for column in zip(*ranges, strict=True)]
-    cursor.execute(_ADD_TO_MINUTE_DAYS_SQL, columns)
 
 
 def refresh_minute_days_in_sql(cursor: Any, touched: str, params: Sequence[Any] = ()) -> None:
@@ -501,30 +422,6 @@ def refresh_day_levels(
                 days.append((team_id, day, taps, packed))
                 day += timedelta(days=1)
         level.write(days)
-
-
-def add_to_tag_days(cells: Iterable[tuple[int, date, int, int, int]]) -> None:
-    """Add ``(team, day, tag, quarter, taps)`` cells to the tag day level (SQLite's write
-    path; PostgreSQL's is ``add_to_tag_days_in_sql``)."""
-    days: dict[tuple[int, date], dict[tuple[int, int], int]] = {}
-    for team_id, day, tag, quarter, taps in cells:
-        sums = days.setdefault((team_id, day), {})
-        sums[tag, quarter] = sums.get((tag, quarter), 0) + taps
-    if not days:
-        return
-    for team_id, first, last in _day_runs(days):
-        stored = TagDay.objects.filter(team_id=team_id, day__gte=first, day__lte=last)
-        for day, packed in stored.values_list("day", "cells"):
-            sums = days[team_id, day]
-            tags, counts, quarters = (column.tolist() for column in unpack_tag_cells(packed))
-            for tag, taps, quarter in zip(tags, counts, quarters, strict=True):
-                sums[tag, quarter] = sums.get((tag, quarter), 0) + taps
-    rows = []
-    for (team_id, day), sums in days.items():
-        tags, quarters = zip(*sums, strict=True)
-        counts = list(sums.values())
-        rows.append((team_id, day, sum(counts), pack_tag_cells(tags, counts, quarters)))
-    TAG_DAY_LEVEL.write(rows)
 
 
 def refresh_all_day_levels(levels: Sequence[_DayLevel] = DAY_LEVELS) -> None:

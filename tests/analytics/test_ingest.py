@@ -128,6 +128,7 @@ def test_the_staging_table_is_empty_after_each_commit(tag: Tag) -> None:
         datetime(1969, 12, 31, 23, 50, tzinfo=UTC),
         datetime(1960, 5, 5, 12, 34, 56, 789000, tzinfo=UTC),
         datetime(2024, 3, 31, 1, 59, 59, 999999, tzinfo=UTC),
+        datetime(2999, 12, 28, 23, 59, 59, 999999, tzinfo=UTC),
     ],
 )
 def test_day_levels_added_to_or_rebuilt_match_the_raw_taps(tag: Tag, start: datetime) -> None:

@@ -19,12 +19,11 @@ from analytics.periods import WEEKDAYS, Interval, TooManyBuckets
 from analytics.queries import (
     Endpoint,
     TapQuery,
-    _sum_by,
     _TagCells,
     compared_query,
     count_taps,
 )
-from analytics.rollup import pack_minutes
+from analytics.rollup import pack_minutes, sum_by
 from teams.models import Tag, Team
 
 ZONES = (
@@ -523,9 +522,9 @@ def test_compare_year_keeps_the_local_calendar_and_clamps_a_leap_day() -> None:
 def test_sums_by_key_stay_exact_beyond_float_precision() -> None:
     keys = np.array([0, 0, 1], dtype=np.int64)
 
-    assert _sum_by(keys, np.array([2**53, 1, 5], dtype=np.int64), 2).tolist() == [2**53 + 1, 5]
-    assert _sum_by(keys, np.array([3, 4, 5], dtype=np.int64), 3).tolist() == [7, 5, 0]
-    assert _sum_by(keys[:0], keys[:0], 2).tolist() == [0, 0]
+    assert sum_by(keys, np.array([2**53, 1, 5], dtype=np.int64), 2).tolist() == [2**53 + 1, 5]
+    assert sum_by(keys, np.array([3, 4, 5], dtype=np.int64), 3).tolist() == [7, 5, 0]
+    assert sum_by(keys[:0], keys[:0], 2).tolist() == [0, 0]
 
 
 def expected_tags(cells: list[tuple[int, int, int]]) -> set[int]:
