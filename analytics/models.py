@@ -131,8 +131,9 @@ class TagDay(DayLevel):
     as columns in ``cells`` (``analytics.rollup.pack_tag_cells``).
 
     Kept by the write path for every day a batch touches (``analytics.day_additions``;
-    ``rebuild_rollup`` builds it from the day's raw taps). A month of a team with thousands of tags is 31 rows of bytes that NumPy sums by tag and
-    bucket, instead of 100,000 rows.
+    ``rebuild_rollup`` builds it from the day's raw taps). A month of a team with
+    thousands of tags is 31 rows of bytes that NumPy sums by tag and bucket, instead of
+    100,000 rows.
     """
 
     cells = models.BinaryField()
