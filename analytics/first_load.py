@@ -1,17 +1,23 @@
-"""A first load into an empty tap table builds the tag index after the taps, not with them.
+"""A first load into an empty tap table builds the time and tag indexes after the taps,
+not with them.
 
-A tap's entry in ``tap_team_tag_time`` lands on a page chosen by its tag, so with 20,000
-tags nearly every tap dirtied another page of an index larger than the server's cache
-(bench-10M loads alternating on one machine: 131.0 and 132.3 s with it, 124.0 and 124.5 s
-without it and with both builds below, which took 16.5 s). Built in one pass, both
-covering indexes also come out with full pages: a tap inserted in the middle of the index
-(every team but the last appends there) splits a full page in half, and PostgreSQL keeps
-a page full on such splits only for entries of at most two 8-byte columns. The covering
-indexes are wider, so a loaded ``tap_team_time`` was half empty (853 MB against 473 MB
-rebuilt), and every read of raw taps read twice the pages.
+The write path reads neither: the store probes the unique index, and the day levels get
+the batch's taps from the store statement (``analytics.day_additions``). Yet each tap
+cost both an entry. A tap's entry in ``tap_team_tag_time`` lands on a page chosen by its
+tag, so with 20,000 tags nearly every tap dirtied another page of an index larger than
+the server's cache (bench-10M loads alternating on one machine: 131.0 and 132.3 s with
+it, 124.0 and 124.5 s without it and with the builds). Without ``tap_team_time`` too,
+bench-10M loads took 86.9 and 99.3 s against 95.8 and 109.3 s, alternating, builds
+included. Built in one pass, both covering indexes also come out with full pages: a tap
+inserted in the middle of an index (every team but the last appends there) splits a full
+page in half, and PostgreSQL keeps a page full on such splits only for entries of at most
+two 8-byte columns. The covering indexes are wider, so a loaded ``tap_team_time`` was half
+empty (853 MB against 473 MB built after), and every read of raw taps read twice the
+pages.
 
-Only a load into an empty table does this: on a table in use, queries filtered by tag
-would lose their index for the length of the load.
+Only a load into an empty table does this: on a table in use, queries that read raw
+taps (a ``tag`` filter, a range's edges, short minute ranges) would lose their index for
+the length of the load.
 """
 
 from collections.abc import Iterator
@@ -24,6 +30,7 @@ from analytics.models import Tap
 
 TAG_INDEX = "tap_team_tag_time"
 TIME_INDEX = "tap_team_time"
+BUILT_AFTER_FIRST_LOAD = (TIME_INDEX, TAG_INDEX)
 
 
 def _index_valid(cursor: CursorWrapper, name: str) -> bool | None:
@@ -34,30 +41,32 @@ def _index_valid(cursor: CursorWrapper, name: str) -> bool | None:
     return None if row is None else bool(row[0])
 
 
-def build_tag_index() -> None:
-    """Build the tag index if it is missing or was left invalid, and drop what a stopped
-    rebuild of the time index left, without blocking writers; on PostgreSQL, outside a
+def build_missing_indexes() -> None:
+    """Build each index a first load leaves to the end if it is missing or was left
+    invalid, without blocking writers, and drop what a stopped rebuild of the time index
+    left (earlier versions rebuilt it after a first load); on PostgreSQL, outside a
     transaction."""
     quote = connection.ops.quote_name
-    with connection.cursor() as cursor:
-        if _index_valid(cursor, f"{TIME_INDEX}_ccnew") is False:
-            cursor.execute(f"DROP INDEX CONCURRENTLY {quote(TIME_INDEX + '_ccnew')}")
-        valid = _index_valid(cursor, TAG_INDEX)
-        if valid:
-            return
-        if valid is False:
-            cursor.execute(f"DROP INDEX CONCURRENTLY {quote(TAG_INDEX)}")
-    index = next(index for index in Tap._meta.indexes if index.name == TAG_INDEX)
-    with connection.schema_editor(atomic=False) as editor:
-        editor.execute(index.create_sql(Tap, editor, concurrently=True))
+    for name in BUILT_AFTER_FIRST_LOAD:
+        with connection.cursor() as cursor:
+            if _index_valid(cursor, f"{name}_ccnew") is False:
+                cursor.execute(f"DROP INDEX CONCURRENTLY {quote(name + '_ccnew')}")
+            valid = _index_valid(cursor, name)
+            if valid:
+                continue
+            if valid is False:
+                cursor.execute(f"DROP INDEX CONCURRENTLY {quote(name)}")
+        index = next(index for index in Tap._meta.indexes if index.name == name)
+        with connection.schema_editor(atomic=False) as editor:
+            editor.execute(index.create_sql(Tap, editor, concurrently=True))
 
 
 @contextmanager
-def tag_index_after_first_load() -> Iterator[None]:
+def indexes_after_first_load() -> Iterator[None]:
     """Around storing a taps file. Into an empty tap table on PostgreSQL (outside a
-    transaction), the tag index is dropped first and built after, even if the load
-    stops, and the time index is rebuilt after a load that completes. Otherwise a tag
-    index that an earlier first load could not build is built first."""
+    transaction), the time and tag indexes are dropped first and built after, even if
+    the load stops. Otherwise an index that an earlier first load could not build is
+    built first."""
     if connection.vendor != "postgresql" or connection.in_atomic_block:
         yield
         return
@@ -66,14 +75,13 @@ def tag_index_after_first_load() -> Iterator[None]:
         cursor.execute(f"SELECT EXISTS (SELECT FROM {quote(Tap._meta.db_table)})")
         first_load = not cursor.fetchone()[0]
         if first_load:
-            cursor.execute(f"DROP INDEX IF EXISTS {quote(TAG_INDEX)}")
+            for name in BUILT_AFTER_FIRST_LOAD:
+                cursor.execute(f"DROP INDEX IF EXISTS {quote(name)}")
     if not first_load:
-        build_tag_index()
+        build_missing_indexes()
         yield
         return
     try:
         yield
     finally:
-        build_tag_index()
-    with connection.cursor() as cursor:
-        cursor.execute(f"REINDEX INDEX CONCURRENTLY {quote(TIME_INDEX)}")
+        build_missing_indexes()

@@ -27,7 +27,7 @@ from django.db import connection, transaction
 from django.db.backends.utils import CursorWrapper
 from django.utils import timezone
 
-from analytics.first_load import tag_index_after_first_load
+from analytics.first_load import indexes_after_first_load
 from analytics.ingest import (
     OWNED_JOIN,
     STAGE_COLUMNS,
@@ -864,7 +864,7 @@ def load_files(
         if tags_path is not None:
             load_tags(tags_path)
         if taps_path is not None:
-            with tag_index_after_first_load():
+            with indexes_after_first_load():
                 load_taps_file(taps_path)
         if strict and report.bad_rows:
             raise StrictLoadFailed(report)

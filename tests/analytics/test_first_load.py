@@ -1,8 +1,8 @@
-"""A first load into an empty tap table builds the tag index after the taps
+"""A first load into an empty tap table builds the time and tag indexes after the taps
 (``analytics.first_load``).
 
-The index is dropped and built outside any transaction, so these tests commit for real;
-SQLite keeps its indexes through every load.
+The indexes are dropped and built outside any transaction, so these tests commit for
+real; SQLite keeps its indexes through every load.
 """
 
 from pathlib import Path
@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from django.db import connection
 
-from analytics.first_load import TAG_INDEX, TIME_INDEX
+from analytics.first_load import BUILT_AFTER_FIRST_LOAD, TAG_INDEX, TIME_INDEX
 from analytics.loader import LoadReport, load_files
 from analytics.models import Tap
 from teams.models import Tag
@@ -26,7 +26,11 @@ __all__ = ["tags_csv"]  # a fixture these tests use
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-TAG_INDEX_COLUMNS = "USING btree (team_id, tag_id, created_at) INCLUDE (count)"
+COLUMNS = {
+    TAG_INDEX: "USING btree (team_id, tag_id, created_at) INCLUDE (count)",
+    TIME_INDEX: "USING btree (team_id, created_at) INCLUDE (count, tag_id)",
+}
+IndexState = tuple[str, bool] | None
 
 
 @pytest.fixture(autouse=True)
@@ -35,7 +39,7 @@ def _postgresql_only() -> None:
         pytest.skip("on SQLite the loader leaves the indexes alone")
 
 
-def index_state(name: str) -> tuple[str, bool] | None:
+def index_state(name: str) -> IndexState:
     """The index's definition and whether it is valid, or None if it does not exist."""
     with connection.cursor() as cursor:
         cursor.execute(
@@ -47,14 +51,18 @@ def index_state(name: str) -> tuple[str, bool] | None:
     return None if row is None else (row[0], row[1])
 
 
-def load_watching_tag_index(
+def indexes_state() -> tuple[IndexState, ...]:
+    return tuple(index_state(name) for name in BUILT_AFTER_FIRST_LOAD)
+
+
+def load_watching_indexes(
     tags: Path | None, taps: Path, *, stop_after_batch: int | None = None, strict: bool = False
-) -> list[tuple[str, bool] | None]:
-    """Load with batches of 4 taps on two connections; the tag index's state after each."""
+) -> list[tuple[IndexState, ...]]:
+    """Load with batches of 4 taps on two connections; the indexes' states after each."""
     seen = []
 
     def after_batch(report: LoadReport) -> None:
-        seen.append(index_state(TAG_INDEX))
+        seen.append(indexes_state())
         if report.tap_batches == stop_after_batch:
             raise KeyboardInterrupt
 
@@ -70,34 +78,33 @@ def load_watching_tag_index(
     return seen
 
 
-def assert_tag_index_built() -> None:
-    state = index_state(TAG_INDEX)
-    assert state is not None
-    definition, valid = state
-    assert valid
-    assert definition.endswith(TAG_INDEX_COLUMNS)
+def assert_indexes_built() -> None:
+    for name in BUILT_AFTER_FIRST_LOAD:
+        state = index_state(name)
+        assert state is not None, name
+        definition, valid = state
+        assert valid
+        assert definition.endswith(COLUMNS[name])
 
 
-def test_a_first_load_stores_the_taps_then_builds_the_tag_index(
+def test_a_first_load_stores_the_taps_then_builds_the_indexes(
     tags_csv: Path, tmp_path: Path
 ) -> None:
     taps = write_csv(tmp_path / "taps.csv", TAPS_HEADER, *good_rows(10))
-    time_index_before = index_state(TIME_INDEX)
 
-    seen = load_watching_tag_index(tags_csv, taps)
+    seen = load_watching_indexes(tags_csv, taps)
 
-    assert seen == [None, None, None]
-    assert_tag_index_built()
-    assert index_state(TIME_INDEX) == time_index_before  # rebuilt as it was
+    assert seen == [(None, None)] * 3
+    assert_indexes_built()
     assert Tap.objects.filter(tag_id=1000000002).count() == 4  # the index answers
     assert_rollups_exact()
 
 
-def test_a_load_into_a_table_with_taps_keeps_the_tag_index(tags_csv: Path, tmp_path: Path) -> None:
-    load_watching_tag_index(tags_csv, write_csv(tmp_path / "a.csv", TAPS_HEADER, *good_rows(2)))
-    built = index_state(TAG_INDEX)
+def test_a_load_into_a_table_with_taps_keeps_the_indexes(tags_csv: Path, tmp_path: Path) -> None:
+    load_watching_indexes(tags_csv, write_csv(tmp_path / "a.csv", TAPS_HEADER, *good_rows(2)))
+    built = indexes_state()
 
-    seen = load_watching_tag_index(
+    seen = load_watching_indexes(
         None, write_csv(tmp_path / "b.csv", TAPS_HEADER, *good_rows(10, first_id=3))
     )
 
@@ -106,61 +113,61 @@ def test_a_load_into_a_table_with_taps_keeps_the_tag_index(tags_csv: Path, tmp_p
     assert_rollups_exact()
 
 
-def test_a_strict_load_keeps_the_tag_index(tags_csv: Path, tmp_path: Path) -> None:
-    # One transaction: dropping the index would lock the table until the load commits.
-    built = index_state(TAG_INDEX)
+def test_a_strict_load_keeps_the_indexes(tags_csv: Path, tmp_path: Path) -> None:
+    # One transaction: dropping an index would lock the table until the load commits.
+    built = indexes_state()
     taps = write_csv(tmp_path / "taps.csv", TAPS_HEADER, *good_rows(10))
 
-    seen = load_watching_tag_index(tags_csv, taps, strict=True)
+    seen = load_watching_indexes(tags_csv, taps, strict=True)
 
     assert seen == [built, built, built]
     assert Tap.objects.count() == 10
 
 
-def test_a_first_load_that_stops_still_builds_the_tag_index(tags_csv: Path, tmp_path: Path) -> None:
+def test_a_first_load_that_stops_still_builds_the_indexes(tags_csv: Path, tmp_path: Path) -> None:
     taps = write_csv(tmp_path / "taps.csv", TAPS_HEADER, *good_rows(10))
 
     with pytest.raises(KeyboardInterrupt):
-        load_watching_tag_index(tags_csv, taps, stop_after_batch=1)
+        load_watching_indexes(tags_csv, taps, stop_after_batch=1)
 
     assert Tap.objects.count() == 4
-    assert_tag_index_built()
+    assert_indexes_built()
     assert_rollups_exact()
 
 
-def test_a_load_first_builds_the_tag_index_a_killed_first_load_left_missing(
-    tags_csv: Path, tmp_path: Path
+@pytest.mark.parametrize("name", BUILT_AFTER_FIRST_LOAD)
+def test_a_load_first_builds_an_index_a_killed_first_load_left_missing(
+    name: str, tags_csv: Path, tmp_path: Path
 ) -> None:
-    load_watching_tag_index(tags_csv, write_csv(tmp_path / "a.csv", TAPS_HEADER, *good_rows(2)))
+    load_watching_indexes(tags_csv, write_csv(tmp_path / "a.csv", TAPS_HEADER, *good_rows(2)))
     with connection.cursor() as cursor:
-        cursor.execute(f"DROP INDEX {TAG_INDEX}")
+        cursor.execute(f"DROP INDEX {name}")
 
-    seen = load_watching_tag_index(
+    seen = load_watching_indexes(
         None, write_csv(tmp_path / "b.csv", TAPS_HEADER, *good_rows(4, first_id=3))
     )
 
-    assert seen == [index_state(TAG_INDEX)]
-    assert_tag_index_built()
+    assert seen == [indexes_state()]
+    assert_indexes_built()
 
 
-def test_a_load_replaces_an_invalid_tag_index(tags_csv: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("name", BUILT_AFTER_FIRST_LOAD)
+def test_a_load_replaces_an_invalid_index(name: str, tags_csv: Path, tmp_path: Path) -> None:
     # A concurrent build that fails leaves an invalid index under the name, as one stopped
     # by a killed load would.
-    load_watching_tag_index(tags_csv, write_csv(tmp_path / "a.csv", TAPS_HEADER, *good_rows(3)))
+    load_watching_indexes(tags_csv, write_csv(tmp_path / "a.csv", TAPS_HEADER, *good_rows(3)))
     with connection.cursor() as cursor:
-        cursor.execute(f"DROP INDEX {TAG_INDEX}")
+        cursor.execute(f"DROP INDEX {name}")
         with pytest.raises(Exception, match="could not create unique index"):
-            cursor.execute(
-                f"CREATE UNIQUE INDEX CONCURRENTLY {TAG_INDEX} ON analytics_tap (team_id)"
-            )
-    assert index_state(TAG_INDEX) == (
-        f"CREATE UNIQUE INDEX {TAG_INDEX} ON public.analytics_tap USING btree (team_id)",
+            cursor.execute(f"CREATE UNIQUE INDEX CONCURRENTLY {name} ON analytics_tap (team_id)")
+    assert index_state(name) == (
+        f"CREATE UNIQUE INDEX {name} ON public.analytics_tap USING btree (team_id)",
         False,
     )
 
-    load_watching_tag_index(
+    load_watching_indexes(
         None, write_csv(tmp_path / "b.csv", TAPS_HEADER, *good_rows(4, first_id=4))
     )
 
-    assert_tag_index_built()
+    assert_indexes_built()
     assert Tag.objects.count() == 3
