@@ -14,6 +14,9 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.urls import path  # noqa: E402
 
 from analytics.consumers import TapsConsumer  # noqa: E402
+from taps_project.access_log import redact_server_logs  # noqa: E402
+
+redact_server_logs()
 
 # No AuthMiddlewareStack and no origin check: sockets authenticate by key in their first
 # message, never by cookie, so any Origin is accepted (SPEC 8).
