@@ -261,7 +261,10 @@ def _team_days(
 def _tag_days(
     size: int, groups: Any, tags: Any, quarters: Any, counts: Any, stored: list[tuple[int, Any]]
 ) -> tuple[list[int], list[bytes]]:
-    unpacked = [(group, *_split(unpack_tag_cells(value))) for group, value in stored]
+    unpacked = []
+    for group, value in stored:
+        stored_tags, stored_taps, stored_quarters = unpack_tag_cells(value)
+        unpacked.append((group, [stored_tags, stored_quarters], stored_taps))
     groups, (tags, quarters), counts = _distinct_sums(
         *_with_stored(groups, [tags, quarters], counts, unpacked)
     )
@@ -270,19 +273,12 @@ def _tag_days(
     )
 
 
-def _split(cells: tuple[Any, Any, Any]) -> tuple[list[Any], Any]:
-    """A packed tag day's ``(tags, taps, quarters)`` as ``([tags, quarters], taps)``."""
-    tags, taps, quarters = cells
-    return [tags, quarters], taps
-
-
 def _minute_days(
     size: int, groups: Any, minutes: Any, counts: Any, stored: list[tuple[int, Any]]
 ) -> tuple[list[int], list[bytes]]:
-    unpacked = [
-        (group, [day_minutes], taps)
-        for group, value in stored
-        for day_minutes, taps in [unpack_minutes(value)]
-    ]
+    unpacked = []
+    for group, value in stored:
+        stored_minutes, stored_taps = unpack_minutes(value)
+        unpacked.append((group, [stored_minutes], stored_taps))
     groups, (minutes,), counts = _distinct_sums(*_with_stored(groups, [minutes], counts, unpacked))
     return _packed_by_group(groups, [minutes.astype(">i2"), counts.astype(">i8")], counts, size)
