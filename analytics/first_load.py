@@ -83,5 +83,12 @@ def indexes_after_first_load() -> Iterator[None]:
         return
     try:
         yield
-    finally:
+    except BaseException:
+        # A stopped load may leave this connection unusable: a Ctrl-C that lands while
+        # a query is being sent leaves it with a command in progress, and the build
+        # failed with "another command is already in progress" (exit 1, not 130). So
+        # the indexes are built on a new connection.
+        connection.close()
         build_missing_indexes()
+        raise
+    build_missing_indexes()

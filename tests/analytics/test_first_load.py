@@ -5,6 +5,7 @@ The indexes are dropped and built outside any transaction, so these tests commit
 real; SQLite keeps its indexes through every load.
 """
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -56,7 +57,12 @@ def indexes_state() -> tuple[IndexState, ...]:
 
 
 def load_watching_indexes(
-    tags: Path | None, taps: Path, *, stop_after_batch: int | None = None, strict: bool = False
+    tags: Path | None,
+    taps: Path,
+    *,
+    stop_after_batch: int | None = None,
+    strict: bool = False,
+    before_stop: Callable[[], None] = lambda: None,
 ) -> list[tuple[IndexState, ...]]:
     """Load with batches of 4 taps on two connections; the indexes' states after each."""
     seen = []
@@ -64,6 +70,7 @@ def load_watching_indexes(
     def after_batch(report: LoadReport) -> None:
         seen.append(indexes_state())
         if report.tap_batches == stop_after_batch:
+            before_stop()
             raise KeyboardInterrupt
 
     load_files(
@@ -171,3 +178,22 @@ def test_a_load_replaces_an_invalid_index(name: str, tags_csv: Path, tmp_path: P
 
     assert_indexes_built()
     assert Tag.objects.count() == 3
+
+
+def test_a_first_load_stopped_with_its_connection_unusable_still_builds_the_indexes(
+    tags_csv: Path, tmp_path: Path
+) -> None:
+    taps = write_csv(tmp_path / "taps.csv", TAPS_HEADER, *good_rows(10))
+
+    def leave_a_command_in_progress() -> None:
+        # As a Ctrl-C that lands while a query is being sent does.
+        connection.ensure_connection()
+        connection.connection.pgconn.send_query(b"SELECT 1")
+
+    with pytest.raises(KeyboardInterrupt):
+        load_watching_indexes(
+            tags_csv, taps, stop_after_batch=1, before_stop=leave_a_command_in_progress
+        )
+
+    assert_indexes_built()
+    assert Tap.objects.count() == 4
