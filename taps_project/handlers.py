@@ -19,8 +19,11 @@ threaded WSGI server. Database connections are per thread and go back to the poo
 ``TAPS_REQUEST_THREADS`` threads, fewer than the database pool has connections.
 """
 
+import os
+import tempfile
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import IO, Any
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
@@ -30,6 +33,8 @@ from django.core.handlers.asgi import ASGIHandler, ASGIRequest, get_script_prefi
 from django.core.handlers.base import BaseHandler
 from django.http import FileResponse, HttpResponseBase
 from django.urls import set_script_prefix
+
+from taps_project.parsers import MAX_BODY_BYTES
 
 
 class SyncChainASGIHandler(ASGIHandler):
@@ -55,6 +60,43 @@ class SyncChainASGIHandler(ASGIHandler):
             await self.answer(scope, body_file, send)
         finally:
             body_file.close()
+
+    async def read_body(self, receive: Any) -> Any:
+        """The request body, of which at most one byte more than any parser accepts is
+        kept (``MAX_BODY_BYTES``): Django's own kept all of it, so a client could make a
+        worker spool gigabytes to disk that the parser then refused with a 413."""
+        body_file = tempfile.SpooledTemporaryFile(
+            max_size=settings.FILE_UPLOAD_MAX_MEMORY_SIZE, mode="w+b"
+        )
+        room = MAX_BODY_BYTES + 1
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                body_file.close()
+                raise RequestAborted()
+            chunk = message.get("body", b"")
+            if room > 0 and chunk:
+                body_file.write(chunk[:room])
+                room -= len(chunk)
+            if not message.get("more_body", False):
+                break
+        body_file.seek(0)
+        return body_file
+
+    def create_request(
+        self, scope: Mapping[str, Any], body_file: IO[bytes]
+    ) -> tuple[ASGIRequest, None] | tuple[None, HttpResponseBase]:
+        """Django's request, with ``CONTENT_LENGTH`` set to the body read when the
+        client sent it without one (``Transfer-Encoding: chunked``): DRF takes a request
+        without it for one without a body."""
+        created = super().create_request(scope, body_file)
+        request = created[0]
+        if request is not None and "CONTENT_LENGTH" not in request.META:
+            size = body_file.seek(0, os.SEEK_END)
+            body_file.seek(0)
+            if size:
+                request.META["CONTENT_LENGTH"] = str(size)
+        return created
 
     async def answer(self, scope: dict[str, Any], body_file: Any, send: Any) -> None:
         request, refusal = self.create_request(scope, body_file)

@@ -13,12 +13,28 @@ def get(
     query: str = "",
     host: bytes = b"localhost",
 ) -> dict[str, Any]:
-    """Drive the ASGI app once; the status, headers and body it sent."""
+    """Drive the ASGI app once with a GET; the status, headers and body it sent."""
+    return send_request(app, "GET", path, headers, query=query, host=host)
+
+
+def send_request(
+    app: Any,
+    method: str,
+    path: str,
+    headers: list[tuple[bytes, bytes]] | None = None,
+    *,
+    body: list[bytes] | None = None,
+    query: str = "",
+    host: bytes = b"localhost",
+) -> dict[str, Any]:
+    """Drive the ASGI app once, sending ``body`` in those chunks (as a client sends a
+    chunked body: the headers are the caller's); the status, headers and body it sent."""
+    chunks = body or [b""]
     scope = {
         "type": "http",
         "asgi": {"version": "3.0"},
         "http_version": "1.1",
-        "method": "GET",
+        "method": method,
         "scheme": "http",
         "path": path,
         "raw_path": path.encode(),
@@ -31,13 +47,14 @@ def get(
     sent: list[dict[str, Any]] = []
 
     async def run() -> int:
-        received = False
+        received = 0
 
         async def receive() -> dict[str, Any]:
             nonlocal received
-            if not received:
-                received = True
-                return {"type": "http.request", "body": b"", "more_body": False}
+            if received < len(chunks):
+                received += 1
+                more = received < len(chunks)
+                return {"type": "http.request", "body": chunks[received - 1], "more_body": more}
             await asyncio.Event().wait()  # no disconnect while the request is served
             raise AssertionError("unreachable")
 

@@ -18,7 +18,9 @@ from django.test import override_settings
 
 from taps_project.asgi import django_http
 from taps_project.handlers import SyncChainASGIHandler
-from tests.asgi_client import get
+from taps_project.parsers import MAX_BODY_BYTES
+from teams.keys import IssuedKey
+from tests.asgi_client import get, send_request
 
 SEEN: dict[str, int] = {}
 
@@ -119,3 +121,51 @@ def test_a_request_finishes_in_its_own_thread_and_threads_are_reused() -> None:
 def test_the_loaded_application_is_left_out_of_full_collections() -> None:
     # taps_project.asgi is imported above; what it loaded is frozen (not collected).
     assert gc.get_freeze_count() > 10_000
+
+
+SEED_BODY = b'{"startDate": "2023-01-01", "endDate": "2023-01-31", "interval": "week"}'
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_chunked_body_is_read_like_one_with_a_length(read_key: IssuedKey) -> None:
+    headers = [(b"x-api-key", read_key.plaintext.encode()), (b"content-type", b"application/json")]
+    chunked = [*headers, (b"transfer-encoding", b"chunked")]
+    with_length = [*headers, (b"content-length", str(len(SEED_BODY)).encode())]
+
+    sent_chunked = send_request(
+        django_http, "POST", "/v1/api/tap/analytics", chunked, body=[SEED_BODY[:9], SEED_BODY[9:]]
+    )
+    sent_whole = send_request(
+        django_http, "POST", "/v1/api/tap/analytics", with_length, body=[SEED_BODY]
+    )
+
+    assert sent_chunked["status"] == sent_whole["status"] == 200
+    assert json.loads(sent_chunked["body"]) == json.loads(sent_whole["body"])
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_chunked_body_over_1_mib_is_a_413(read_key: IssuedKey) -> None:
+    headers = [
+        (b"x-api-key", read_key.plaintext.encode()),
+        (b"content-type", b"application/json"),
+        (b"transfer-encoding", b"chunked"),
+    ]
+    body = [b"[" + b"1," * 300_000] * 2 + [b"1]"]
+
+    sent = send_request(django_http, "POST", "/v1/api/tap/analytics", headers, body=body)
+
+    assert sent["status"] == 413
+    assert "over 1 MiB" in json.loads(sent["body"])["detail"]
+
+
+def test_no_more_of_a_body_is_kept_than_the_parser_could_refuse() -> None:
+    chunks = iter([b"x" * MAX_BODY_BYTES, b"y" * 10, b"z" * MAX_BODY_BYTES])
+
+    async def receive() -> dict[str, Any]:
+        chunk = next(chunks, None)
+        return {"type": "http.request", "body": chunk or b"", "more_body": chunk is not None}
+
+    body_file = asyncio.run(SyncChainASGIHandler().read_body(receive))
+
+    assert body_file.read() == b"x" * MAX_BODY_BYTES + b"y"
+    assert next(chunks, None) is None  # the rest was received all the same
