@@ -3,7 +3,8 @@ with the pasted read key, against the public API and websocket."""
 
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
-from django.views.decorators.http import require_GET
+
+from taps_project.errors import get_only
 
 # The page loads only its own script and style and talks only to this origin (REST and
 # websocket); the key it holds cannot be sent anywhere else by injected markup.
@@ -13,7 +14,7 @@ CONTENT_SECURITY_POLICY = (
 )
 
 
-@require_GET
+@get_only
 def dashboard(request: HttpRequest) -> HttpResponse:
     response = render(request, "analytics/dashboard.html")
     response["Content-Security-Policy"] = CONTENT_SECURITY_POLICY

@@ -380,6 +380,12 @@ class SpendWithAnswerLookupMixin:
     def check_throttles(self, request: Request) -> None:
         self._slot_due = isinstance(request.auth, TeamAuth)
 
+    def options(self, request: Request, *args: Any, **kwargs: Any) -> Any:
+        # DRF answers OPTIONS without the view's code, so without the answer cache's
+        # round trip: the slot is spent here.
+        self.spend_and_look(None)
+        return super().options(request, *args, **kwargs)  # type: ignore[misc]
+
     def spend_and_look(self, lookup: AnswerLookup | None) -> AnswerFound | None:
         budget, found = self.throttle.spend(self._auth(), lookup)
         self._spent(budget)

@@ -22,6 +22,7 @@ from analytics.filters import read_tap_query, seed_tap_query, team_zone
 from analytics.queries import TapQuery, compared_query, count_taps
 from analytics.rendered import CountedJSON, Replayable, json_bytes, tap_counts_json
 from analytics.throttling import RateLimitHeadersMixin, SpendWithAnswerLookupMixin, budget_of
+from taps_project.negotiation import JSONErrorsMixin
 from taps_project.parameters import OneValuePerParameterMixin
 from teams.auth import TeamAuth
 from teams.models import Team
@@ -47,16 +48,6 @@ class TapCountsCSVRenderer(BaseRenderer):
             lines = ["period,taps"]
             lines += [f"{row['period']},{row['taps']}" for row in data["results"]]
         return ("\r\n".join(lines) + "\r\n").encode()
-
-
-class JSONErrorsMixin:
-    """Errors are JSON whatever format the answer would have had."""
-
-    def finalize_response(self, request: Request, response: Any, *args: Any, **kwargs: Any) -> Any:
-        if getattr(response, "status_code", 200) >= 400:
-            request.accepted_renderer = JSONRenderer()
-            request.accepted_media_type = JSONRenderer.media_type
-        return super().finalize_response(request, response, *args, **kwargs)  # type: ignore[misc]
 
 
 def tap_counts_payload(

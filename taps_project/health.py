@@ -3,9 +3,9 @@
 from django.conf import settings
 from django.db import DatabaseError, connection
 from django.http import HttpRequest, JsonResponse
-from django.views.decorators.http import require_GET
 from redis.exceptions import RedisError
 
+from taps_project.errors import get_only
 from taps_project.parameters import repeated_parameters
 
 
@@ -30,7 +30,7 @@ def redis_state() -> str:
     return "ok"
 
 
-@require_GET
+@get_only
 def healthz(request: HttpRequest) -> JsonResponse:
     repeated = repeated_parameters(request.GET)
     if repeated:

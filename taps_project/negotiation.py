@@ -1,7 +1,9 @@
 """Content negotiation for every endpoint: JSON unless CSV is asked for."""
 
+from typing import Any
+
 from rest_framework.negotiation import DefaultContentNegotiation
-from rest_framework.renderers import BaseRenderer
+from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.request import Request
 
 
@@ -20,3 +22,13 @@ class FormatNegotiation(DefaultContentNegotiation):
                 wanted = "csv"
         renderer = by_format.get(wanted or "json") or by_format.get("json") or renderers[0]
         return renderer, renderer.media_type
+
+
+class JSONErrorsMixin:
+    """For API views: errors are JSON whatever format the answer would have had."""
+
+    def finalize_response(self, request: Request, response: Any, *args: Any, **kwargs: Any) -> Any:
+        if getattr(response, "status_code", 200) >= 400:
+            request.accepted_renderer = JSONRenderer()
+            request.accepted_media_type = JSONRenderer.media_type
+        return super().finalize_response(request, response, *args, **kwargs)  # type: ignore[misc]

@@ -97,6 +97,7 @@ if not SECRET_KEY:
 
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", default=[])
+CSRF_FAILURE_VIEW = "taps_project.errors.csrf_failure"
 
 TAPS_HTTPS = env_bool("TAPS_HTTPS")
 if TAPS_HTTPS:

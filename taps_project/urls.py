@@ -6,16 +6,19 @@ from analytics.dashboard import dashboard
 from analytics.ingest_api import TapIngestView
 from analytics.views import SeedTapAnalyticsView, TapAnalyticsViewSet, UsageView
 from taps_project.health import healthz
+from taps_project.negotiation import JSONErrorsMixin
 from taps_project.parameters import OneValuePerParameterMixin
 from teams.views import TeamView
 
 
-class SchemaView(OneValuePerParameterMixin, SpectacularAPIView):
-    pass
+class SchemaView(OneValuePerParameterMixin, JSONErrorsMixin, SpectacularAPIView):
+    http_method_names = ["get", "head"]
 
 
-class DocsView(OneValuePerParameterMixin, SpectacularSwaggerView):
-    pass
+class DocsView(OneValuePerParameterMixin, JSONErrorsMixin, SpectacularSwaggerView):
+    # OPTIONS would describe the view with its HTML renderer, which has no template for
+    # that: a 500.
+    http_method_names = ["get", "head"]
 
 
 urlpatterns = [

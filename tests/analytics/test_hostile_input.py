@@ -206,6 +206,7 @@ def test_the_seed_post_refuses_the_hosts_zone(read_key: IssuedKey) -> None:
         ("get", "/v1/team", "read"),
         ("post", "/v1/taps", "ingest"),
         ("get", "/v1/schema", None),
+        ("get", "/v1/docs", None),
         ("get", "/healthz", None),
     ],
 )
@@ -231,6 +232,35 @@ def test_a_parameter_given_twice_is_refused_on_every_endpoint(
         return Client().post(f"{path}?{query}", body, content_type="application/json", **headers)
 
     once, twice = send("x=1"), send("x=1&x=2")
-    assert once.status_code in (200, 201)
+    assert once.status_code in (200, 201), once.content[:300]
     assert twice.status_code == 400, twice.content[:300]
     assert twice.json() == {"x": ["Give x once; it was given 2 times."]}
+
+
+@pytest.mark.parametrize("path", ["/healthz", "/dashboard/", "/v1/docs", "/v1/schema"])
+@pytest.mark.parametrize("method", ["POST", "PUT", "PATCH", "DELETE", "OPTIONS"])
+def test_pages_that_only_read_refuse_other_methods_in_json(method: str, path: str) -> None:
+    # With CSRF checks on, as for a browser: a POST gets the 405, not a CSRF refusal.
+    response = Client(enforce_csrf_checks=True).generic(method, path)
+
+    assert response.status_code == 405, response.content[:300]
+    assert response["Content-Type"] == "application/json"
+    assert method in response.json()["detail"]
+    assert "GET" in response["Allow"]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("path", ["/healthz", "/dashboard/", "/v1/docs", "/v1/schema"])
+def test_pages_that_only_read_answer_head(path: str) -> None:
+    assert Client().head(path).status_code == 200
+
+
+@pytest.mark.django_db
+def test_a_form_refused_for_csrf_gets_json() -> None:
+    response = Client(enforce_csrf_checks=True).post(
+        "/admin/login/", {"username": "a", "password": "b"}
+    )
+
+    assert response.status_code == 403
+    assert response["Content-Type"] == "application/json"
+    assert response.json()["detail"].startswith("CSRF verification failed: ")

@@ -336,3 +336,16 @@ def test_a_key_used_outside_its_scope_spends_a_slot_and_gets_the_headers(
     assert [r.status_code for r in posted] == [403, 403]
     assert [r["X-RateLimit-Remaining"] for r in posted] == ["4", "3"]
     assert get(api, read_key).status_code == 200
+
+
+def test_an_options_request_spends_a_slot_and_gets_the_headers(
+    api: APIClient, read_key: IssuedKey, limit: Callable[[str], None], clock: Clock
+) -> None:
+    limit("2/minute")
+    asked = [
+        api.options(path, HTTP_X_API_KEY=read_key.plaintext)
+        for path in ("/v1/analytics/taps", "/v1/api/tap/analytics", "/v1/analytics/taps")
+    ]
+    assert [r.status_code for r in asked] == [200, 200, 429]
+    assert [r["X-RateLimit-Remaining"] for r in asked] == ["1", "0", "0"]
+    assert get(api, read_key).status_code == 429
