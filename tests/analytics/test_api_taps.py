@@ -283,3 +283,34 @@ def test_no_key_ever_sees_another_teams_taps(query: dict) -> None:
     if "compare" in body:
         assert body["compare"]["total"] < 1000
         assert {series["tag"] for series in body["compare"].get("series", [])} <= set(OWN_TAGS)
+
+
+@pytest.mark.parametrize(
+    ("accept", "content_type"),
+    [
+        ("text/csv", "text/csv"),
+        ("text/csv, */*", "text/csv"),
+        ("text/csv;q=0.5, */*;q=0.1", "text/csv"),
+        ("application/json;q=0.4, text/csv;q=0.9", "text/csv"),
+        ("TEXT/CSV; charset=utf-8", "text/csv"),
+        ("application/json, text/csv;q=0", "application/json"),
+        ("text/csv;q=0.5, application/json", "application/json"),
+        ("text/csv;q=0.5, */*", "application/json"),
+        ("application/json, text/csv", "application/json"),
+        ("text/*", "application/json"),
+        ("text/html,application/xhtml+xml,*/*;q=0.8", "application/json"),
+        ("text/csv;q=nonsense", "text/csv"),
+        ("", "application/json"),
+    ],
+)
+def test_accept_chooses_csv_only_when_it_ranks_csv_above_json(
+    api: APIClient, read_key: IssuedKey, accept: str, content_type: str
+) -> None:
+    response = api.get(
+        URL,
+        {"start": "2023-01-01", "end": "2023-01-02"},
+        HTTP_X_API_KEY=read_key.plaintext,
+        HTTP_ACCEPT=accept,
+    )
+    assert response.status_code == 200
+    assert response["Content-Type"].split(";")[0] == content_type
