@@ -1,6 +1,6 @@
 import zoneinfo
 from functools import cache
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from django.core.exceptions import ValidationError
 from django.core.validators import MinValueValidator
@@ -70,6 +70,21 @@ class Tag(models.Model):
 
     def __str__(self) -> str:
         return str(self.uid)
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        """Save the tag; one given to another team by a plain save (the shell, a script)
+        is moved as ``teams.tags.move_tag`` moves it: from now on, so that the new team
+        never gets the taps of before (SPEC 1)."""
+        stored = Tag.objects.filter(pk=self.pk).values("team_id", "owner_since").first()
+        if (
+            stored is not None
+            and stored["team_id"] != self.team_id
+            and stored["owner_since"] == self.owner_since
+        ):
+            self.owner_since = timezone.now()
+            if kwargs.get("update_fields") is not None:
+                kwargs["update_fields"] = {*kwargs["update_fields"], "owner_since"}
+        super().save(*args, **kwargs)
 
 
 class Scope(models.TextChoices):

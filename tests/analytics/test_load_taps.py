@@ -2,11 +2,13 @@ import io
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from datetime import UTC, date, datetime
 from pathlib import Path
 
 import pytest
 from django.core.management import CommandError, call_command
+from django.utils import timezone
 
 from analytics.models import TagDay, Tap, TeamRollup
 from analytics.rollup import find_rollup_differences
@@ -286,6 +288,40 @@ def test_a_moved_tag_keeps_its_earlier_taps_with_the_first_team(
     assert team_totals() == {1: 5, 2: 2}
     assert rollup_totals() == {1: 5, 2: 2}
     assert "tap predates its tag's owner: tag 1000000003 belongs to team 1 only since" in err
+    assert_rollups_exact()
+
+
+def _save_with_team(tag: Tag, team: Team) -> None:
+    tag.team = team
+    tag.save()
+
+
+def _save_team_only(tag: Tag, team: Team) -> None:
+    tag.team = team
+    tag.save(update_fields=["team"])
+
+
+def _save_anew(tag: Tag, team: Team) -> None:
+    Tag(uid=tag.uid, team=team, created_at=tag.created_at).save()
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("move", [_save_with_team, _save_team_only, _save_anew])
+def test_a_tag_moved_by_a_plain_save_keeps_its_earlier_taps_with_the_first_team(
+    tags_csv: Path, tmp_path: Path, move: Callable[[Tag, Team], None]
+) -> None:
+    taps = write_csv(tmp_path / "taps.csv", TAPS_HEADER, "1,1000000003,2,2023-10-20T14:22:01Z")
+    load("--tags", str(tags_csv), "--taps", str(taps))
+    before = timezone.now()
+
+    move(Tag.objects.get(uid=1000000003), Team.objects.get(id=1))
+    _, err = load("--tags", str(tags_csv), "--taps", str(taps))
+
+    moved = Tag.objects.get(uid=1000000003)
+    assert moved.team_id == 1
+    assert moved.owner_since is not None and moved.owner_since >= before
+    assert team_totals() == {1: 0, 2: 2}
+    assert "tap predates its tag's owner" in err
     assert_rollups_exact()
 
 
