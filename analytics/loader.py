@@ -15,13 +15,13 @@ import io
 import itertools
 import re
 from collections import Counter
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor, wait
 from contextlib import closing
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TextIO, TypeVar
+from typing import TextIO, TypeVar
 
 from django.db import connection, transaction
 from django.db.backends.utils import CursorWrapper
@@ -164,6 +164,84 @@ class _ProgressReader:
             self._progress(self._pending)
 
 
+# A bad row that ran over several lines most likely began with a quote never closed: the
+# csv module reads on to the next quote, which may be the end of the file.
+UNCLOSED_QUOTE = "a quote on this line is not closed on it"
+
+
+class _LineSource:
+    """The lines a csv reader pulls, remembering those of the row it is reading, and
+    lines pushed back to be read again first."""
+
+    def __init__(self, lines: Iterator[str]) -> None:
+        self._lines = lines
+        self._pushed: list[str] = []
+        self.row: list[str] = []
+
+    def __iter__(self) -> "_LineSource":
+        return self
+
+    def __next__(self) -> str:
+        text = self._pushed.pop() if self._pushed else next(self._lines)
+        self.row.append(text)
+        return text
+
+    def take_row(self) -> list[str]:
+        row, self.row = self.row, []
+        return row
+
+    def push_back(self, texts: list[str]) -> None:
+        self._pushed.extend(reversed(texts))
+
+
+class _CsvRows:
+    """The rows of CSV lines, each with the physical line it starts on; a row the csv
+    module cannot read comes as its message instead of its fields.
+
+    A row that ran over several lines (a quoted field with line ends) and turns out bad
+    is taken for an unclosed quote: ``reread`` then has the lines after its first read
+    again as rows of their own, so that one stray quote costs its own line, not every
+    line up to the next quote in the file. A field that runs past the csv module's limit
+    (128 kB) is the same case. Memory stays bounded by that limit.
+    """
+
+    def __init__(self, lines: Iterable[str], first_line: int) -> None:
+        self._source = _LineSource(iter(lines))
+        self._next_line = first_line
+        self._row: list[str] = []
+
+    def __iter__(self) -> Iterator[tuple[int, list[str] | str]]:
+        while True:
+            try:
+                for fields in csv.reader(self._source):
+                    start = self._took_row()
+                    if fields:
+                        yield start, fields
+                return
+            except csv.Error as error:
+                start = self._took_row()
+                message = f"unreadable CSV ({error})"
+                if self.reread():
+                    message = f"{UNCLOSED_QUOTE} ({message})"
+                yield start, message
+
+    def _took_row(self) -> int:
+        self._row = self._source.take_row()
+        start = self._next_line
+        self._next_line += len(self._row)
+        return start
+
+    def reread(self) -> bool:
+        """Whether the last row ran over several lines; if so, the lines after its first
+        are the next ones read."""
+        if len(self._row) < 2:
+            return False
+        self._source.push_back(self._row[1:])
+        self._next_line -= len(self._row) - 1
+        self._row = self._row[:1]
+        return True
+
+
 def _read_rows(
     stream: TextIO,
     columns: tuple[str, ...],
@@ -172,40 +250,28 @@ def _read_rows(
     progress: ProgressHandler | None,
 ) -> Iterator[T]:
     """Parse each row that has the wanted columns; report the others with their line."""
-    reader = csv.reader(iter(_ProgressReader(stream, progress)))
+    reader = _CsvRows(_ProgressReader(stream, progress), 1)
+    rows = iter(reader)
     try:
-        for line, fields in _fields_by_header(reader, columns):
-            try:
-                if fields is None:
-                    raise RowError(f"expected {len(columns)} fields: {','.join(columns)}")
-                yield parse(fields, line)
-            except RowError as error:
-                on_problem(Problem(line, str(error)))
-    except csv.Error as error:
-        raise FileFormatError(f"line {reader.line_num}: unreadable CSV ({error})") from None
-
-
-def _fields_by_header(
-    reader: Any, columns: tuple[str, ...]
-) -> Iterator[tuple[int, list[str] | None]]:
-    """Yield (physical line where the row starts, its wanted fields in order, or None if
-    the row is too short)."""
-    try:
-        header = next(reader)
+        _, header = next(rows)
     except StopIteration:
         raise _empty_file(columns) from None
+    if isinstance(header, str):
+        raise FileFormatError(f"line 1: {header}")
     positions = _column_positions(header, columns)
     width = max(positions) + 1
-    last_line = reader.line_num
-    for fields in reader:
-        line = last_line + 1
-        last_line = reader.line_num
-        if not fields:
-            continue
-        if len(fields) < width:
-            yield line, None
-            continue
-        yield line, [fields[position].strip() for position in positions]
+    for line, fields in rows:
+        try:
+            if isinstance(fields, str):
+                raise RowError(fields)
+            if len(fields) < width:
+                raise RowError(f"expected {len(columns)} fields: {','.join(columns)}")
+            yield parse([fields[position].strip() for position in positions], line)
+        except RowError as error:
+            message = str(error)
+            if not isinstance(fields, str) and reader.reread():
+                message = f"{UNCLOSED_QUOTE} ({message})"
+            on_problem(Problem(line, message))
 
 
 def _empty_file(columns: tuple[str, ...]) -> FileFormatError:
@@ -371,8 +437,11 @@ class _Batches:
                 self.full.append(self.current)
                 self.current = TapBatch()
 
-    def add_fields(self, fields: list[str], line: int, positions: list[int]) -> None:
-        """Check a row the long way: add it, or report it."""
+    def add_fields(
+        self, fields: list[str], line: int, positions: list[int], rows: "_CsvRows | None" = None
+    ) -> None:
+        """Check a row the long way: add it, or report it (a bad row of ``rows`` that
+        ran over several lines as an unclosed quote, its other lines to be read again)."""
         try:
             if len(fields) <= max(positions):
                 raise RowError(f"expected {len(TAP_COLUMNS)} fields: {','.join(TAP_COLUMNS)}")
@@ -382,7 +451,10 @@ class _Batches:
                 f"{parse_count(count)},{parse_instant(created_at).isoformat()}\n"
             )
         except RowError as error:
-            self.current.problems.append(Problem(line, str(error)))
+            message = str(error)
+            if rows is not None and rows.reread():
+                message = f"{UNCLOSED_QUOTE} ({message})"
+            self.current.problems.append(Problem(line, message))
         else:
             self.add_rows([row])
 
@@ -501,18 +573,13 @@ def _read_quoted(
     lines: Iterator[str], line: int, positions: list[int], batches: _Batches
 ) -> Iterator[TapBatch]:
     """Read the rest of the file with the csv module; ``line`` is its first line."""
-    reader = csv.reader(lines)
-    last_line = line - 1
-    try:
-        for fields in reader:
-            start, last_line = last_line + 1, line - 1 + reader.line_num
-            if fields:
-                batches.add_fields(fields, start, positions)
-                yield from batches.take()
-    except csv.Error as error:
-        raise FileFormatError(
-            f"line {line - 1 + reader.line_num}: unreadable CSV ({error})"
-        ) from None
+    rows = _CsvRows(lines, line)
+    for start, fields in rows:
+        if isinstance(fields, str):
+            batches.current.problems.append(Problem(start, fields))
+        else:
+            batches.add_fields(fields, start, positions, rows)
+        yield from batches.take()
 
 
 def prefetched(items: Iterator[T]) -> Generator[T, None, None]:

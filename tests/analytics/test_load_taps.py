@@ -516,6 +516,42 @@ def test_quoted_fields_follow_the_csv_rules_and_keep_line_numbers(
 
 
 @pytest.mark.django_db
+@pytest.mark.parametrize("rows", [3_000, 10_000])
+def test_a_quote_left_open_costs_its_own_line_only(
+    tags_csv: Path, tmp_path: Path, rows: int
+) -> None:
+    # Read on to the next quote, the open one swallowed every later row (3,000 rows) or
+    # ran past the csv module's field limit and stopped the load (10,000 rows).
+    lines = [f"{n},1000000001,1,2023-10-20T10:00:00Z" for n in range(1, rows + 1)]
+    lines[99] = '"' + lines[99]
+    taps = write_csv(tmp_path / "taps.csv", TAPS_HEADER, *lines)
+
+    out, err = load("--tags", str(tags_csv), "--taps", str(taps), "--batch-size", "700")
+
+    assert err.startswith("taps.csv: line 101: a quote on this line is not closed on it (")
+    assert len(err.splitlines()) == 1
+    assert f"taps loaded: {rows - 1}, skipped: 1" in out
+    assert not Tap.objects.filter(tap_id=100).exists()
+
+
+@pytest.mark.django_db
+def test_a_quote_left_open_in_the_tags_file_costs_its_own_line_only(tmp_path: Path) -> None:
+    tags = write_csv(
+        tmp_path / "tags.csv",
+        TAGS_HEADER,
+        "1000000001,1,2023-01-01T00:00:00Z",
+        '"1000000002,1,2023-01-01T00:00:00Z',
+        "1000000003,2,2023-01-01T00:00:00Z",
+        "1000000004,2,2023-01-01T00:00:00Z",
+    )
+
+    _, err = load("--tags", str(tags), "--no-taps")
+
+    assert err.startswith("tags.csv: line 3: a quote on this line is not closed on it (")
+    assert sorted(Tag.objects.values_list("uid", flat=True)) == [1000000001, 1000000003, 1000000004]
+
+
+@pytest.mark.django_db
 def test_an_id_given_three_times_names_the_line_that_stored_it(
     tags_csv: Path, tmp_path: Path
 ) -> None:
