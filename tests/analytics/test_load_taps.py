@@ -381,6 +381,35 @@ def test_a_missing_file_is_a_clear_error(tmp_path: Path) -> None:
     assert "nope.csv: no such file" in str(error)
 
 
+def unreadable_file(tmp_path: Path) -> Path:
+    """A file this process may not read: one without permissions, or for root, whom
+    permissions do not stop, a write-only setting of the kernel's."""
+    if os.geteuid() != 0:
+        path = write_csv(tmp_path / "secret.csv", TAPS_HEADER)
+        path.chmod(0)
+        return path
+    path = Path("/proc/sys/vm/compact_memory")
+    try:
+        path.open("rb").close()
+    except PermissionError:
+        return path
+    except OSError:
+        pass
+    pytest.skip("no file here that root may not read")
+
+
+@pytest.mark.django_db
+def test_a_directory_or_an_unreadable_file_is_a_clear_error_before_anything_loads(
+    tags_csv: Path, tmp_path: Path
+) -> None:
+    directory, _ = load_failing("--tags", str(tags_csv), "--taps", str(tmp_path))
+    unreadable, _ = load_failing("--tags", str(tags_csv), "--taps", str(unreadable_file(tmp_path)))
+
+    assert f"{tmp_path}: is a directory; give the path of the CSV file" in str(directory)
+    assert "cannot be read: Permission denied" in str(unreadable)
+    assert Tag.objects.count() == 0
+
+
 @pytest.mark.django_db
 def test_columns_may_come_in_any_order(tags_csv: Path, tmp_path: Path) -> None:
     taps = write_csv(

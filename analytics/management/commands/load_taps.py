@@ -56,8 +56,8 @@ class Command(BaseCommand):
         tags_path: Path | None = None if options["no_tags"] else options["tags"]
         taps_path: Path | None = None if options["no_taps"] else options["taps"]
         for path in (tags_path, taps_path):
-            if path is not None and not path.is_file():
-                raise CommandError(f"{path}: no such file")
+            if path is not None:
+                check_readable(path)
         if options["batch_size"] < 1:
             raise CommandError("--batch-size must be at least 1")
         lanes: int = default_lanes() if options["lanes"] is None else options["lanes"]
@@ -103,6 +103,8 @@ class Command(BaseCommand):
             )
         except FileFormatError as error:
             raise CommandError(f"{current_file}{error}") from None
+        except OSError as error:
+            raise CommandError(f"{current_file}cannot be read: {error.strerror or error}") from None
         except OperationalError as error:
             raise CommandError(
                 f"the database did not answer ({str(error).strip()}); check DATABASE_URL and "
@@ -123,3 +125,17 @@ class Command(BaseCommand):
                 bar.close()
         if verbosity >= 1:
             self.stdout.write(report.summary(time.monotonic() - started))
+
+
+def check_readable(path: Path) -> None:
+    """Refuse a path that is no file to read before anything is loaded: a file of tags
+    whose taps file cannot be read would be loaded alone."""
+    if path.is_dir():
+        raise CommandError(f"{path}: is a directory; give the path of the CSV file")
+    if not path.exists():
+        raise CommandError(f"{path}: no such file")
+    if path.is_file():
+        try:
+            path.open("rb").close()
+        except OSError as error:
+            raise CommandError(f"{path}: cannot be read: {error.strerror or error}") from None
