@@ -13,6 +13,8 @@ from datetime import UTC, date, datetime, timedelta
 from itertools import accumulate
 from pathlib import Path
 
+from analytics.periods import EARLIEST, LATEST
+
 TAGS_FILENAME = "interview-tags.csv"
 TAPS_FILENAME = "interview-taps.csv"
 FIRST_TAG_UID = 1_000_000_001
@@ -71,6 +73,7 @@ def write_dataset(
     progress: Callable[[int], None] | None = None,
 ) -> DatasetSummary:
     _validate(taps=taps, tags=tags, teams=teams, days=days)
+    _validate_span(start, days)
     rng = random.Random(seed)
     start_at = datetime(start.year, start.month, start.day, tzinfo=UTC)
     tag_teams = _assign_tags_to_teams(rng, tags=tags, teams=teams)
@@ -210,6 +213,18 @@ def _team_weights_for_hour(team_list: list[_Team], hour: int) -> list[float]:
 
 def _iso_ms(moment: datetime) -> str:
     return f"{moment:%Y-%m-%dT%H:%M:%S}.{moment.microsecond // 1000:03d}Z"
+
+
+def _validate_span(start: date, days: int) -> None:
+    """Every tag and tap must fall in the years the service takes (``EARLIEST`` to
+    ``LATEST``): tags are made up to ``MAX_TAG_AGE_DAYS`` and a day before ``start``."""
+    first = EARLIEST.date() + timedelta(days=MAX_TAG_AGE_DAYS + 1)
+    last = LATEST.date() - timedelta(days=days)
+    if not first <= start <= last:
+        raise ValueError(
+            f"start must be from {first} to {last} with days={days}, so that every tag "
+            f"and tap falls in the years {EARLIEST.year} to {LATEST.year - 1}; got {start}"
+        )
 
 
 def _write_tags(

@@ -73,11 +73,34 @@ def test_team_sizes_are_uneven_and_weekends_quieter(tmp_path: Path) -> None:
         (["--tags", "2", "--teams", "3"], "tags"),
         (["--start", "2023-02-30"], "--start must be a date"),
         (["--days", "0"], "days"),
+        (["--start", "0001-01-01"], "start must be from 1900-04-02 to "),
+        (["--start", "1900-04-01"], "start must be from 1900-04-02 to "),
+        (["--start", "2999-12-01", "--days", "100"], "to 2999-09-23 with days=100"),
     ],
 )
 def test_bad_options_are_clear_errors(tmp_path: Path, args: list[str], message: str) -> None:
     with pytest.raises(CommandError, match=message):
         generate(tmp_path, *args)
+
+
+@pytest.mark.parametrize("outdir", ["a-file", "a-file/below", "/proc/nope"])
+def test_an_outdir_that_cannot_be_written_is_a_clear_error(tmp_path: Path, outdir: str) -> None:
+    (tmp_path / "a-file").write_text("")
+
+    with pytest.raises(CommandError, match="cannot write the files there"):
+        generate(tmp_path / outdir)
+
+
+@pytest.mark.parametrize("start", ["1900-04-02", "2999-12-31"])
+def test_the_first_and_last_days_allowed_give_instants_the_loader_takes(
+    tmp_path: Path, start: str
+) -> None:
+    generate(tmp_path, "--start", start, "--days", "1", "--taps", "50")
+
+    for name in ("interview-tags.csv", "interview-taps.csv"):
+        with (tmp_path / name).open() as stream:
+            for row in csv.DictReader(stream):
+                parse_instant(row["created_at"])  # a RowError outside 1900-2999
 
 
 @pytest.mark.django_db

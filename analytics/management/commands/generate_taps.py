@@ -58,6 +58,10 @@ class Command(BaseCommand):
                 )
             except ValueError as error:
                 raise CommandError(str(error)) from error
+            except OSError as error:
+                raise CommandError(
+                    f"{options['outdir']}: cannot write the files there: {error.strerror or error}"
+                ) from None
         elapsed = time.perf_counter() - started
 
         if options["verbosity"] >= 1:
