@@ -253,11 +253,21 @@ if REDIS_URL:
 else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 
+CHANNELS_REDIS_SOCKET_TIMEOUT = 15
 if CHANNELS_REDIS_HOSTS:
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": CHANNELS_REDIS_HOSTS, "prefix": "taps"},
+            "CONFIG": {
+                # redis-py 8 gives up on a read after 5 s by default, and channels-redis
+                # waits on an idle channel with a 5 s BRPOP: each idle worker's receive
+                # failed every 5 s, was logged as an outage and lost a second of taps.
+                "hosts": [
+                    {"address": url, "socket_timeout": CHANNELS_REDIS_SOCKET_TIMEOUT}
+                    for url in CHANNELS_REDIS_HOSTS
+                ],
+                "prefix": "taps",
+            },
         }
     }
 else:

@@ -26,7 +26,10 @@ print(json.dumps({
     "cache": settings.CACHES["default"]["BACKEND"],
     "cache_location": settings.CACHES["default"].get("LOCATION", ""),
     "channels": settings.CHANNEL_LAYERS["default"]["BACKEND"],
-    "channels_hosts": settings.CHANNEL_LAYERS["default"].get("CONFIG", {}).get("hosts", []),
+    "channels_hosts": [
+        host["address"]
+        for host in settings.CHANNEL_LAYERS["default"].get("CONFIG", {}).get("hosts", [])
+    ],
     "debug": settings.DEBUG, "ssl_redirect": getattr(settings, "SECURE_SSL_REDIRECT", False),
     "rate": settings.TAPS_RATE_LIMIT, "max_buckets": settings.TAPS_MAX_BUCKETS,
 }))

@@ -1,5 +1,6 @@
 """/ws/v1/taps (SPEC 8): first-message auth, live taps with seq, resume, isolation."""
 
+import asyncio
 import io
 import json
 from collections.abc import Awaitable, Callable
@@ -381,3 +382,19 @@ def test_a_socket_that_leaves_stops_getting_taps_and_others_keep_them(
         await staying.disconnect()
 
     run(scenario)
+
+
+def test_an_idle_receive_outlasts_the_layers_blocking_pop(settings: Any) -> None:
+    # channels-redis waits for a message with a BRPOP of brpop_timeout seconds; a socket
+    # timeout no longer than that failed every idle receive (logged as an outage).
+    layer_settings = settings.CHANNEL_LAYERS["default"]
+    if "RedisChannelLayer" not in layer_settings["BACKEND"]:
+        pytest.skip("the in-memory layer has no socket")
+    layer = RedisChannelLayer(**layer_settings["CONFIG"])
+
+    async def idle() -> None:
+        channel = await layer.new_channel()
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(layer.receive(channel), RedisChannelLayer.brpop_timeout + 1.5)
+
+    asyncio.run(idle())
