@@ -383,21 +383,41 @@ def ingest_taps(team_id: int, rows: Sequence[TapRow]) -> StoreResult:
         owned = _lock_owned_tags(team_id, uids)
         problems: dict[int, dict[str, list[str]]] = {}
         for row in rows:
-            if row.tag_uid not in owned:
-                # Unknown and foreign tags get the same answer: no team learns whether
-                # another team's tag exists (SPEC 1).
-                message = f"Tag {row.tag_uid} is not a tag of your team."
-                problems[row.line] = {"tag": [message]}
-            elif (since := owned[row.tag_uid]) is not None and row.at < since:
-                message = (
-                    f"This tap predates your team's ownership of tag {row.tag_uid} "
-                    f"(since {since.isoformat()}); taps before that are not yours to store."
-                )
-                problems[row.line] = {"at": [message]}
+            refusal = tag_refusal(row.tag_uid, row.at, owned)
+            if refusal:
+                problems[row.line] = refusal
         if problems:
             raise TapsRefused(problems)
         stage_taps(rows)
         return store_staged_taps(staged=rows)
+
+
+def tag_refusal(
+    uid: int, at: datetime | None, owned: dict[int, datetime | None]
+) -> dict[str, list[str]] | None:
+    """Why a tap on tag ``uid`` at ``at`` is not the team's to store, given the team's
+    tags and when it got each (``owned``); None if it is. Without ``at``, only the tag is
+    checked."""
+    if uid not in owned:
+        # Unknown and foreign tags get the same answer: no team learns whether another
+        # team's tag exists (SPEC 1).
+        return {"tag": [f"Tag {uid} is not a tag of your team."]}
+    since = owned[uid]
+    if at is not None and since is not None and at < since:
+        return {
+            "at": [
+                f"This tap predates your team's ownership of tag {uid} "
+                f"(since {since.isoformat()}); taps before that are not yours to store."
+            ]
+        }
+    return None
+
+
+def owned_tags(team_id: int, uids: Sequence[int]) -> dict[int, datetime | None]:
+    """The team's tags among ``uids`` with their ``owner_since``, as read now (not locked:
+    for naming problems, not for storing)."""
+    tags = Tag.objects.filter(team_id=team_id, uid__in=uids)
+    return dict(tags.values_list("uid", "owner_since"))
 
 
 def _lock_owned_tags(team_id: int, uids: Sequence[int]) -> dict[int, datetime | None]:

@@ -11,7 +11,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from analytics.ingest import TapRow, TapsRefused, ingest_taps
+from analytics.ingest import TapRow, TapsRefused, ingest_taps, owned_tags, tag_refusal
 from analytics.loader import MAX_COUNT, RowError, parse_instant
 from analytics.throttling import (
     IngestRateThrottle,
@@ -77,6 +77,56 @@ def positioned(errors: Any) -> Any:
     if isinstance(errors, list):
         return {str(position): error for position, error in enumerate(errors) if error}
     return errors
+
+
+# The id and tag of an item read alone, for the checks across items of a batch with
+# other problems.
+_ID = serializers.IntegerField(min_value=1, max_value=MAX_BIGINT)
+_TAG = serializers.IntegerField(min_value=1, max_value=MAX_BIGINT)
+
+
+def _valid(field: serializers.Field, value: Any) -> Any:
+    try:
+        return field.run_validation(value)
+    except ValidationError:
+        return None
+
+
+def batch_problems(
+    items: list[Any], team_id: int, now: datetime
+) -> dict[str, dict[str, list[str]]]:
+    """Every bad item of a refused batch, by position, with all that is wrong with it:
+    its fields, an id an earlier item has, a tag that is not the team's, a tap from before
+    the team got its tag. One answer then names everything to fix, not only the first
+    kind of problem found."""
+    problems: dict[str, dict[str, list[str]]] = {}
+    first_position: dict[int, int] = {}
+    tagged: list[tuple[int, int, datetime | None]] = []
+    for position, item in enumerate(items):
+        checked = TapInSerializer(data=item, context={"now": now})
+        valid = checked.is_valid()
+        fields = {name: [str(m) for m in messages] for name, messages in checked.errors.items()}
+        if isinstance(item, dict):
+            tap_id = _valid(_ID, item.get("id"))
+            if tap_id is not None:
+                earlier = first_position.setdefault(tap_id, position)
+                if earlier != position:
+                    message = f"Duplicate id {tap_id}: item {earlier} has the same id."
+                    fields.setdefault("id", []).append(message)
+            uid = _valid(_TAG, item.get("tag"))
+            if uid is not None:
+                at = checked.validated_data.get("at", now) if valid else None
+                tagged.append((position, uid, at))
+        if fields:
+            problems[str(position)] = fields
+    owned = owned_tags(team_id, sorted({uid for _, uid, _ in tagged}))
+    for position, uid, at in tagged:
+        refusal = tag_refusal(uid, at, owned)
+        if refusal:
+            fields = problems.setdefault(str(position), {})
+            for name, messages in refusal.items():
+                fields.setdefault(name, []).extend(messages)
+    return problems
 
 
 def plainly_valid_rows(data: Any, now: datetime) -> list[TapRow] | None:
@@ -152,6 +202,8 @@ class TapIngestView(
                 data=request.data, max_length=MAX_BATCH, context={"now": now}
             )
             if not batch.is_valid():
+                if isinstance(request.data, list) and len(request.data) <= MAX_BATCH:
+                    raise ValidationError(batch_problems(request.data, auth.team.pk, now))
                 raise ValidationError(positioned(batch.errors))
             rows = [
                 TapRow(item["id"], item["tag"], item["count"], item.get("at", now), line=position)

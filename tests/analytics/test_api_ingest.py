@@ -379,3 +379,32 @@ def test_the_fast_path_takes_a_plain_batch() -> None:
     assert rows is not None and len(rows) == 1000
     assert plainly_valid_rows([*batch, {"id": 1001, "tag": 5}], timezone.now()) is None
     assert plainly_valid_rows([*batch[:-1], {"id": 1, "tag": 5}], timezone.now()) is None
+
+
+@pytest.mark.django_db
+def test_every_bad_item_is_named_with_everything_wrong_with_it(
+    api: APIClient, ingest_key: IssuedKey, team: Team, tag: Tag, foreign_tag: Tag
+) -> None:
+    move_tag(foreign_tag, team, now=timezone.now() - timedelta(days=1))
+    old = (timezone.now() - timedelta(days=2)).isoformat()
+    batch = [
+        item(1, 2000000002),  # not the team's tag
+        item(2, tag.uid),
+        item(2, tag.uid),  # the id of item 1
+        item(4, 2000000002, count=0),  # a bad count and not the team's tag
+        item(5, foreign_tag.uid, at=old),  # before the team got the tag
+        item(6, tag.uid),
+    ]
+
+    response = post(api, ingest_key, batch)
+
+    assert response.status_code == 400
+    body = response.json()
+    assert {position: sorted(fields) for position, fields in body.items()} == {
+        "0": ["tag"],
+        "2": ["id"],
+        "3": ["count", "tag"],
+        "4": ["at"],
+    }
+    assert body["2"]["id"] == ["Duplicate id 2: item 1 has the same id."]
+    assert Tap.objects.count() == 0
