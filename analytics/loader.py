@@ -115,9 +115,14 @@ def parse_count(text: str) -> int:
     return value
 
 
+# What a timestamp may be made of: Python's ``fromisoformat`` skips some characters (a
+# NUL before the offset), which must not make a bad timestamp pass.
+_INSTANT_CHARACTERS = re.compile(r"[0-9T :.,+\-Z]+")
+
+
 def parse_instant(text: str) -> datetime:
     """ISO 8601 or PostgreSQL's text form; a timestamp without an offset is UTC (SPEC 4)."""
-    if len(text) < 16 or text[10] not in "T ":
+    if len(text) < 16 or text[10] not in "T " or not _INSTANT_CHARACTERS.fullmatch(text):
         raise RowError(
             f"bad timestamp {text!r}: use ISO 8601 such as 2023-10-20T14:22:01.123Z "
             "or 2023-10-20 14:22:01.123+00"

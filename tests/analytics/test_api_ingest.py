@@ -113,6 +113,11 @@ BAD_ITEMS: list[tuple[str, Callable[[Tag, Tag], dict[str, Any]], str]] = [
         lambda tag, foreign: item(2, tag.uid, at="1900-01-01T00:30:00+01:00"),
         "at",
     ),
+    (
+        "time with a NUL inside",
+        lambda tag, foreign: item(2, tag.uid, at="2024-03-01T10:00:00\u0000Z"),
+        "at",
+    ),
     ("count of zero", lambda tag, foreign: item(2, tag.uid, count=0), "count"),
     ("negative count", lambda tag, foreign: item(2, tag.uid, count=-3), "count"),
     ("id repeated in the batch", lambda tag, foreign: item(1, tag.uid), "id"),
