@@ -342,10 +342,18 @@ def store_tag_batch(rows: list[TagRow], report: LoadReport) -> list[Problem]:
             ("line", "uid", "team_id", "created_at"),
             ((r.line, r.uid, r.team_id, db_instant(r.created_at)) for r in rows),
         )
+        # A team is created only for a row that stores its tag: the first row of a tag
+        # not in the database yet. A row giving a known tag to another team is reported
+        # below, and creates nothing.
         cursor.execute(
             """INSERT INTO teams_team (id, name, time_zone, created)
-               SELECT DISTINCT team_id, 'Team ' || team_id, 'UTC', %s FROM tag_stage
-               WHERE team_id NOT IN (SELECT id FROM teams_team)
+               SELECT DISTINCT team_id, 'Team ' || team_id, 'UTC', %s FROM (
+                   SELECT uid, team_id,
+                          row_number() OVER (PARTITION BY uid ORDER BY line) AS nth
+                   FROM tag_stage
+               ) AS s
+               WHERE nth = 1 AND team_id NOT IN (SELECT id FROM teams_team)
+                   AND NOT EXISTS (SELECT 1 FROM teams_tag t WHERE t.uid = s.uid)
                ORDER BY team_id""",
             [db_instant(now)],
         )

@@ -274,6 +274,29 @@ def test_a_tags_file_cannot_move_a_tag(tags_csv: Path, tmp_path: Path) -> None:
 
 
 @pytest.mark.django_db
+def test_a_refused_tags_row_creates_no_team(tags_csv: Path, tmp_path: Path) -> None:
+    load("--tags", str(tags_csv), "--no-taps")
+    rows = write_csv(
+        tmp_path / "more.csv",
+        TAGS_HEADER,
+        "1000000003,300,2023-01-01T00:00:00Z",  # a known tag, given to a new team
+        "1000000009,400,2023-01-01T00:00:00Z",  # a new tag of a new team
+        "1000000009,401,2023-01-01T00:00:00Z",  # the same tag, given to another new team
+    )
+
+    out, err = load("--tags", str(rows), "--no-taps")
+
+    assert err.splitlines() == [
+        "more.csv: line 2: tag 1000000003 belongs to team 2, not 300; "
+        "move tags in the admin, not by reloading",
+        "more.csv: line 4: tag 1000000009 belongs to team 400, not 401; "
+        "move tags in the admin, not by reloading",
+    ]
+    assert sorted(Team.objects.values_list("id", flat=True)) == [1, 2, 400]
+    assert "teams: 3 (1 new)" in out
+
+
+@pytest.mark.django_db
 def test_a_moved_tag_keeps_its_earlier_taps_with_the_first_team(
     tags_csv: Path, tmp_path: Path
 ) -> None:
