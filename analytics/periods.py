@@ -49,9 +49,13 @@ _MARGINS = (timedelta(hours=3), timedelta(hours=27))
 
 
 class TooManyBuckets(Exception):
-    def __init__(self, limit: int) -> None:
+    """More than ``limit`` buckets: in the range asked for, or with ``compared`` in the
+    range it is compared with (a year earlier may hold a 29 February more)."""
+
+    def __init__(self, limit: int, *, compared: bool = False) -> None:
         super().__init__(limit)
         self.limit = limit
+        self.compared = compared
 
 
 def local_wall(instant: datetime, zone: ZoneInfo) -> datetime:

@@ -19,6 +19,7 @@ from rest_framework.views import APIView
 from analytics import schema
 from analytics.answers import Answer, cached, stored_answer_key
 from analytics.filters import read_tap_query, seed_tap_query, team_zone
+from analytics.periods import TooManyBuckets
 from analytics.queries import TapQuery, compared_query, count_taps
 from analytics.rendered import CountedJSON, Replayable, json_bytes, tap_counts_json
 from analytics.throttling import RateLimitHeadersMixin, SpendWithAnswerLookupMixin, budget_of
@@ -87,12 +88,15 @@ class TapAnalyticsViewSet(
             counts = count_taps(team, wanted.query, as_of=as_of)
             if not wanted.compare:
                 return Answer(CountedJSON.of(counts), counts.valid_until)
-            earlier = count_taps(
-                team,
-                compared_query(wanted.query, wanted.compare),
-                as_of=as_of,
-                series_tags=None if counts.series is None else [s.tag for s in counts.series],
-            )
+            try:
+                earlier = count_taps(
+                    team,
+                    compared_query(wanted.query, wanted.compare),
+                    as_of=as_of,
+                    series_tags=None if counts.series is None else [s.tag for s in counts.series],
+                )
+            except TooManyBuckets as error:
+                raise TooManyBuckets(error.limit, compared=True) from None
             counted = CountedJSON.of(counts, (wanted.compare, CountedJSON.of(earlier)))
             return Answer(counted, _earliest(counts.valid_until, earlier.valid_until))
 

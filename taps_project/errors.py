@@ -66,6 +66,16 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
     """DRF's handler, plus the domain errors that are the client's to fix."""
     if isinstance(exc, RequestDataTooBig):
         exc = BodyTooLarge()
+    elif isinstance(exc, TooManyBuckets) and exc.compared:
+        exc = ValidationError(
+            {
+                "compare": [
+                    f"The range compared with holds more than {exc.limit} buckets of this "
+                    "interval (a year earlier may hold one day more); shorten the range "
+                    "(start, end), choose a longer interval or leave out compare."
+                ]
+            }
+        )
     elif isinstance(exc, TooManyBuckets):
         exc = ValidationError(
             {

@@ -3,6 +3,7 @@
 import csv
 import io
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 from django.db import transaction
@@ -314,3 +315,37 @@ def test_accept_chooses_csv_only_when_it_ranks_csv_above_json(
     )
     assert response.status_code == 200
     assert response["Content-Type"].split(";")[0] == content_type
+
+
+def test_a_compared_range_over_the_bucket_cap_is_a_400_naming_compare(
+    api: APIClient, read_key: IssuedKey, settings: Any
+) -> None:
+    # 365 days from 1 February 2025; the same range a year earlier holds 29 February 2024.
+    settings.TAPS_MAX_BUCKETS = 365
+    asked = {"start": "2025-02-01", "end": "2026-01-31"}
+
+    alone = get(api, read_key, **asked)
+    compared = get(api, read_key, **asked, compare="year")
+    previous = get(api, read_key, **asked, compare="previous")
+
+    assert alone.status_code == previous.status_code == 200
+    assert compared.status_code == 400
+    assert list(compared.json()) == ["compare"]
+    assert "leave out compare" in compared.json()["compare"][0]
+
+
+@pytest.mark.parametrize(
+    ("start", "end", "status"),
+    [
+        ("1900-01-01T00:00:00+05:00", "1900-01-03", 200),  # 1899 in UTC, 1900 as written
+        ("1899-12-31T23:00:00-05:00", "1900-01-03", 400),  # 1900 in UTC, 1899 as written
+        ("2999-12-30", "2999-12-31T23:00:00-12:00", 200),  # 3000 in UTC, 2999 as written
+        ("2999-12-30", "3000-01-01T00:00:00+14:00", 400),
+    ],
+)
+def test_the_years_allowed_are_read_as_written_like_dates(
+    api: APIClient, read_key: IssuedKey, start: str, end: str, status: int
+) -> None:
+    response = get(api, read_key, start=start, end=end)
+
+    assert response.status_code == status, response.content[:300]
