@@ -129,7 +129,11 @@ def _calendar_boundaries(
         if len(boundaries) > cap:
             raise TooManyBuckets(cap)
         day = next_calendar_start(day, interval)
-        boundaries.append(day_start(day, zone))
+        instant = day_start(day, zone)
+        # A date the zone's clocks skipped whole (Samoa's 30 December 2011) starts when
+        # the next one does: it has no instant, so no bucket.
+        if instant > boundaries[-1]:
+            boundaries.append(instant)
     return boundaries
 
 

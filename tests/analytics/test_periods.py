@@ -3,9 +3,10 @@ zone lookup per bucket; they must read exactly as ``isoformat`` of each bucket's
 the zone, whatever the zone's offsets (seconds in them, half hours, skipped days)."""
 
 import zoneinfo
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
+import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
@@ -78,3 +79,24 @@ def test_labels_of_the_earliest_range_allowed() -> None:
     )
     assert labels == iso_labels(bounds, zone)
     assert labels[0].endswith("+05:21:10")
+
+
+@pytest.mark.parametrize(
+    ("zone", "first", "skipped"),
+    [
+        ("Pacific/Apia", date(2011, 12, 29), "2011-12-30"),
+        ("Pacific/Kiritimati", date(1994, 12, 30), "1994-12-31"),
+    ],
+)
+@pytest.mark.parametrize("interval", [Interval.DAY, Interval.WEEK, Interval.MONTH])
+def test_a_date_the_zone_skipped_has_no_bucket(
+    zone: str, first: date, skipped: str, interval: Interval
+) -> None:
+    tz = ZoneInfo(zone)
+    start = datetime.combine(first, datetime.min.time(), tz).astimezone(UTC)
+
+    bounds, labels = boundaries(start, start + timedelta(days=3), interval, tz, cap=400)
+
+    assert bounds == sorted(set(bounds))
+    assert len(set(labels)) == len(labels)
+    assert not any(label.startswith(skipped) for label in labels)
