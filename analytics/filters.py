@@ -299,8 +299,28 @@ class SeedQuerySerializer(serializers.Serializer):
     endDate = serializers.CharField(  # noqa: N815
         max_length=64, error_messages={"required": "Give endDate, a date such as 2023-12-22."}
     )
-    interval = serializers.ChoiceField(choices=_choices(Interval), default=str(Interval.DAY))
-    tz = serializers.CharField(max_length=64, required=False)
+    interval = serializers.ChoiceField(
+        choices=_choices(Interval),
+        default=str(Interval.DAY),
+        error_messages={
+            "invalid_choice": '"{input}" is not a valid interval; use one of '
+            + ", ".join(str(value) for value in Interval)
+            + " (default day).",
+            "null": "interval may not be null; use one of "
+            + ", ".join(str(value) for value in Interval)
+            + ", or leave it out for day.",
+        },
+    )
+    tz = serializers.CharField(
+        max_length=64,
+        required=False,
+        error_messages={
+            "null": "tz may not be null; give an IANA time zone such as Europe/Paris, or "
+            "leave it out for UTC.",
+            "blank": "tz may not be empty; give an IANA time zone such as Europe/Paris, or "
+            "leave it out for UTC.",
+        },
+    )
 
     def validate_startDate(self, value: str) -> Endpoint:  # noqa: N802
         return parse_endpoint(value)

@@ -117,3 +117,24 @@ def test_without_a_key_it_is_401(client: Client) -> None:
     response = client.post(URL, SEED_BODY, content_type="application/json")
     assert response.status_code == 401
     assert response["WWW-Authenticate"] == "Api-Key"
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("interval", '"fortnight"', '"fortnight" is not a valid interval; use one of minute, '),
+        ("interval", '"Week"', '"Week" is not a valid interval; use one of minute, '),
+        ("interval", "null", "interval may not be null; use one of minute, "),
+        ("tz", "null", "tz may not be null; give an IANA time zone such as Europe/Paris"),
+        ("tz", '""', "tz may not be empty; give an IANA time zone such as Europe/Paris"),
+    ],
+)
+def test_a_bad_interval_or_zone_says_what_to_give(
+    client: Client, read_key: IssuedKey, field: str, value: str, message: str
+) -> None:
+    body = f'{{"startDate":"2024-01-01","endDate":"2024-01-02","{field}":{value}}}'
+
+    response = post(client, read_key, body)
+
+    assert response.status_code == 400
+    assert response.json()[field][0].startswith(message)
