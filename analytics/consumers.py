@@ -83,7 +83,7 @@ class TapsConsumer(AsyncWebsocketConsumer):
         self.last = backlog.last
         # ``seq`` beyond SPEC 8's shape: where this socket starts, so a client that saw no
         # tap yet can still resume from here after a drop.
-        start = backlog.last if after is None else after
+        start = backlog.last if after is None or after > backlog.last else after
         await self.send_json(
             {"type": "ready", "team": {"id": team.pk, "name": team.name}, "seq": start}
         )

@@ -192,6 +192,11 @@ def read_backlog(team_id: int, after: int | None) -> Backlog:
     current = last_seq(team_id)
     if after is None:
         return Backlog([], False, current)
+    if after > current:
+        # A seq the team never gave (another team's, or from before a restore): taken as
+        # seen, the team's next taps up to it would be dropped. The client reloads
+        # through the REST API and goes on from now.
+        return Backlog([], True, current)
     taps, more = taps_after(team_id, after)
     if more:
         # The client reloads what it missed through the REST API; live taps go on from

@@ -282,6 +282,26 @@ def test_resuming_after_more_than_1000_taps_sends_1000_then_a_gap(
     assert gap == {"type": "gap"}
 
 
+def test_resuming_after_a_seq_the_team_never_gave_is_a_gap_then_live_taps(
+    read_key: IssuedKey, tag: Tag
+) -> None:
+    store_taps(rows(1, 2, uid=tag.uid))
+    current = Tap.objects.get(tap_id=2).seq
+
+    async def scenario() -> tuple[dict[str, Any], dict[str, Any], int]:
+        socket, ready = await authed(read_key, after=current + 10**9)
+        gap = await socket.receive_json_from(timeout=5)
+        await store(rows(3, uid=tag.uid))
+        live = (await socket.receive_json_from(timeout=5))["id"]
+        await socket.disconnect()
+        return ready, gap, live
+
+    ready, gap, live = run(scenario)
+    assert ready["seq"] == current
+    assert gap == {"type": "gap"}
+    assert live == 3
+
+
 def test_a_lost_publish_is_filled_in_from_the_database_by_the_next_one(
     read_key: IssuedKey, tag: Tag
 ) -> None:
