@@ -14,8 +14,10 @@ MAX_BIGINT = 2**63 - 1
 @cache
 def time_zone_names() -> frozenset[str]:
     """The IANA zones this host knows. Debian's zone directory also holds ``localtime``,
-    the host's own zone: the same name would mean another zone on another server."""
-    return frozenset(zoneinfo.available_timezones()) - {"localtime"}
+    the host's own zone: the same name would mean another zone on another server. IANA's
+    ``Factory`` is no place's time but a marker for a zone not yet set (its abbreviation
+    is ``-00``), which would answer in UTC under another name."""
+    return frozenset(zoneinfo.available_timezones()) - {"localtime", "Factory"}
 
 
 def validate_time_zone(name: str) -> None:

@@ -85,6 +85,7 @@ BAD_QUERIES = [
     (query_string(**{**GOOD, "start": ""}), "start"),
     # The host's own zone, which Debian lists beside the IANA names.
     (query_string(**{**GOOD, "tz": "localtime"}), "tz"),
+    (query_string(**{**GOOD, "tz": "Factory"}), "tz"),
 ]
 
 
