@@ -141,6 +141,40 @@ def test_a_batch_is_split_by_team_largest_team_first(eight_tags_csv: Path) -> No
     ]
 
 
+@pytest.mark.parametrize("remembered", [loader.MAX_TAGS_REMEMBERED, 2])
+def test_a_load_reads_each_tags_team_once_up_to_a_bound(
+    eight_tags_csv: Path, monkeypatch: pytest.MonkeyPatch, remembered: int
+) -> None:
+    monkeypatch.setattr(loader, "MAX_TAGS_REMEMBERED", remembered)
+    load("--tags", str(eight_tags_csv), "--no-taps")
+    uids = [1000000001, 1000000002, 1000000003, 1000000099]
+    rows = [f"{line},{line},{uid},1,2023-10-20T00:00:00Z\n" for line, uid in enumerate(uids, 2)]
+    looked_up: list[set[str]] = []
+    lookup = loader._teams_of_tags
+
+    def counted(tags: set[str]) -> dict[str, int]:
+        looked_up.append(tags)
+        return lookup(tags)
+
+    monkeypatch.setattr(loader, "_teams_of_tags", counted)
+    lanes = TapLanes(2)
+    try:
+        splits = [lanes._split(rows) for _ in range(3)]
+    finally:
+        lanes.close()
+
+    assert splits[0] == splits[1] == splits[2]
+    assert [len(part) for part in splits[0]] == [2, 2]
+    every = {str(uid) for uid in uids}
+    if remembered == 2:
+        # Two tags kept; the other known one and the unknown one are read every batch.
+        assert looked_up[0] == every and len(looked_up) == 3
+        assert looked_up[1] == looked_up[2] and len(looked_up[1]) == 2
+    else:
+        # Only the unknown tag, which has no team to remember, is read again.
+        assert looked_up == [every, {"1000000099"}, {"1000000099"}]
+
+
 def test_ctrl_c_while_the_connections_store_a_batch_finishes_and_counts_it(
     tags_csv: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
