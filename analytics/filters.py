@@ -79,7 +79,12 @@ def _out_of_range(text: str) -> str:
 
 
 def parse_tag(text: str) -> int:
-    if not text.isascii() or not text.isdigit() or not 1 <= int(text) <= MAX_TAG_UID:
+    if (
+        not text.isascii()
+        or not text.isdigit()
+        or len(text) > 19  # Python reads no more than 4,300 digits
+        or not 1 <= int(text) <= MAX_TAG_UID
+    ):
         raise forms.ValidationError(
             f"{text[:64]!r} is not a tag uid; give a positive whole number such as 1000009083."
         )

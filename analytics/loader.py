@@ -94,19 +94,32 @@ ProgressHandler = Callable[[int], None]
 StoreRows = Callable[[list[str], int, bool], list["StoredBatch"]]
 
 
+# Python refuses to read a number of over 4,300 digits (a ValueError, not a bad row):
+# longer digit strings are out of range before they are read.
+MAX_DIGITS = 40
+
+
+def shown(text: str) -> str:
+    """A field as a message quotes it: at most 40 characters of it."""
+    return repr(text) if len(text) <= 40 else f"{text[:40]!r}... ({len(text):,} characters)"
+
+
 def parse_id(text: str, what: str) -> int:
     if not (text.isascii() and text.isdigit()):
-        raise RowError(f"bad number for {what}: {text!r} is not a positive whole number")
-    value = int(text)
+        raise RowError(f"bad number for {what}: {shown(text)} is not a positive whole number")
+    value = int(text) if len(text) <= MAX_DIGITS else MAX_BIGINT + 1
     if not 1 <= value <= MAX_BIGINT:
-        raise RowError(f"bad number for {what}: {text} is outside 1..{MAX_BIGINT}")
+        number = text if len(text) <= 40 else f"{text[:40]}... ({len(text):,} digits)"
+        raise RowError(f"bad number for {what}: {number} is outside 1..{MAX_BIGINT}")
     return value
 
 
 def parse_count(text: str) -> int:
     stripped = text.lstrip("-")
     if not (stripped.isascii() and stripped.isdigit()):
-        raise RowError(f"bad number for count: {text!r} is not a whole number")
+        raise RowError(f"bad number for count: {shown(text)} is not a whole number")
+    if len(stripped) > MAX_DIGITS:
+        raise RowError(f"count {shown(text)} is outside 1..{MAX_COUNT}")
     value = int(text)
     if value < 1:
         raise RowError(f"count must be at least 1, not {value}")
@@ -124,14 +137,14 @@ def parse_instant(text: str) -> datetime:
     """ISO 8601 or PostgreSQL's text form; a timestamp without an offset is UTC (SPEC 4)."""
     if len(text) < 16 or text[10] not in "T " or not _INSTANT_CHARACTERS.fullmatch(text):
         raise RowError(
-            f"bad timestamp {text!r}: use ISO 8601 such as 2023-10-20T14:22:01.123Z "
+            f"bad timestamp {shown(text)}: use ISO 8601 such as 2023-10-20T14:22:01.123Z "
             "or 2023-10-20 14:22:01.123+00"
         )
     try:
         value = datetime.fromisoformat(text)
     except ValueError:
         raise RowError(
-            f"bad timestamp {text!r}: use ISO 8601 such as 2023-10-20T14:22:01.123Z "
+            f"bad timestamp {shown(text)}: use ISO 8601 such as 2023-10-20T14:22:01.123Z "
             "or 2023-10-20 14:22:01.123+00"
         ) from None
     if value.tzinfo is None:
@@ -139,12 +152,12 @@ def parse_instant(text: str) -> datetime:
     try:
         value = value.astimezone(UTC)
     except OverflowError:
-        raise RowError(f"bad timestamp {text!r}: out of range in UTC") from None
+        raise RowError(f"bad timestamp {shown(text)}: out of range in UTC") from None
     # Analytics answers only for these years: a tap outside them would be stored and
     # counted by no answer (a year 0001 is a device's clock that was never set).
     if not EARLIEST <= value < LATEST:
         raise RowError(
-            f"timestamp {text!r} is outside the years {EARLIEST.year} to {LATEST.year - 1}"
+            f"timestamp {shown(text)} is outside the years {EARLIEST.year} to {LATEST.year - 1}"
         )
     return value
 

@@ -86,6 +86,7 @@ BAD_QUERIES = [
     # The host's own zone, which Debian lists beside the IANA names.
     (query_string(**{**GOOD, "tz": "localtime"}), "tz"),
     (query_string(**{**GOOD, "tz": "Factory"}), "tz"),
+    (query_string(**{**GOOD, "tag": "9" * 5000}), "tag"),
 ]
 
 

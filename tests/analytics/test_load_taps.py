@@ -263,6 +263,31 @@ def test_loading_twice_changes_nothing(tags_csv: Path, tmp_path: Path) -> None:
 
 
 @pytest.mark.django_db
+def test_numbers_of_thousands_of_digits_are_bad_rows_quoted_short(
+    tags_csv: Path, tmp_path: Path
+) -> None:
+    # Python reads no integer of over 4,300 digits: a ValueError, not a bad row.
+    taps = write_csv(
+        tmp_path / "taps.csv",
+        TAPS_HEADER,
+        f"{'9' * 5000},1000000001,1,2023-10-20T14:22:01Z",
+        f"2,1000000001,{'9' * 5000},2023-10-20T14:22:01Z",
+        f"3,1000000001,1,2023-10-20T14:22:01Z{'9' * 5000}",
+        "4,1000000001,1,2023-10-20T14:22:01Z",
+    )
+
+    out, err = load("--tags", str(tags_csv), "--taps", str(taps))
+
+    assert [line.split(":")[1].strip() for line in err.splitlines()] == [
+        "line 2",
+        "line 3",
+        "line 4",
+    ]
+    assert all(len(line) < 200 for line in err.splitlines())
+    assert "taps loaded: 1, skipped: 3" in out
+
+
+@pytest.mark.django_db
 def test_a_tags_file_cannot_move_a_tag(tags_csv: Path, tmp_path: Path) -> None:
     load("--tags", str(tags_csv), "--no-taps")
     moved = write_csv(tmp_path / "moved.csv", TAGS_HEADER, "1000000003,1,2023-01-01T00:00:00Z")
