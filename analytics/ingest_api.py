@@ -32,7 +32,7 @@ class TapInSerializer(serializers.Serializer):
     id = serializers.IntegerField(min_value=1, max_value=MAX_BIGINT)
     tag = serializers.IntegerField(min_value=1, max_value=MAX_BIGINT)
     count = serializers.IntegerField(min_value=1, max_value=MAX_COUNT, default=1)
-    at = serializers.CharField(required=False, trim_whitespace=True)
+    at = serializers.CharField(required=False, trim_whitespace=True, max_length=64)
 
     def validate_at(self, value: str) -> datetime:
         try:

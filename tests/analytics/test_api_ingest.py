@@ -118,6 +118,7 @@ BAD_ITEMS: list[tuple[str, Callable[[Tag, Tag], dict[str, Any]], str]] = [
         lambda tag, foreign: item(2, tag.uid, at="2024-03-01T10:00:00\u0000Z"),
         "at",
     ),
+    ("time of 100,000 characters", lambda tag, foreign: item(2, tag.uid, at="9" * 100_000), "at"),
     ("count of zero", lambda tag, foreign: item(2, tag.uid, count=0), "count"),
     ("negative count", lambda tag, foreign: item(2, tag.uid, count=-3), "count"),
     ("id repeated in the batch", lambda tag, foreign: item(1, tag.uid), "id"),
