@@ -4,12 +4,14 @@ import subprocess
 import sys
 from collections.abc import Callable
 from datetime import UTC, date, datetime
+from functools import partial
 from pathlib import Path
 
 import pytest
 from django.core.management import CommandError, call_command
 from django.utils import timezone
 
+from analytics.management.commands import load_taps as load_taps_command
 from analytics.models import TagDay, Tap, TeamRollup
 from analytics.rollup import find_rollup_differences
 from teams.models import Tag, Team
@@ -682,3 +684,20 @@ def test_a_files_taps_are_numbered_in_line_order_per_team(tags_csv: Path, tmp_pa
         ids = list(Tap.objects.filter(team=team).order_by("seq").values_list("tap_id", flat=True))
         assert ids == sorted(ids)
         assert len(ids) > 0
+
+
+@pytest.mark.django_db
+def test_progress_goes_to_a_log_as_lines_when_stderr_is_no_terminal(
+    tags_csv: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(
+        load_taps_command, "ProgressLines", partial(load_taps_command.ProgressLines, every=0)
+    )
+    rows = [f"{n},1000000001,1,2023-10-20T14:22:01Z" for n in range(1, 3001)]
+    taps = write_csv(tmp_path / "taps.csv", TAPS_HEADER, *rows)
+
+    out, _ = load("--tags", str(tags_csv), "--taps", str(taps), "--batch-size", "1000")
+
+    lines = [line for line in out.splitlines() if line.startswith("taps.csv: ")]
+    assert len(lines) == 3  # one a batch here; every 10 seconds by default
+    assert lines[-1].startswith("taps.csv: 100% read (0 of 0 MB) after ")

@@ -1,5 +1,6 @@
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -75,8 +76,10 @@ class Command(BaseCommand):
         def show_progress(path: str, size: int) -> ProgressHandler | None:
             nonlocal current_file
             current_file = f"{Path(path).name}: "
-            if verbosity < 1 or not sys.stderr.isatty():
+            if verbosity < 1:
                 return None
+            if not sys.stderr.isatty():
+                return ProgressLines(Path(path).name, size, self.stdout.write)
             bar = tqdm(total=size, unit="B", unit_scale=True, desc=Path(path).name, leave=False)
             bars.append(bar)
             return bar.update
@@ -139,3 +142,28 @@ def check_readable(path: Path) -> None:
             path.open("rb").close()
         except OSError as error:
             raise CommandError(f"{path}: cannot be read: {error.strerror or error}") from None
+
+
+class ProgressLines:
+    """Progress for a log rather than a terminal (a redirected stderr, a container): a
+    line every ``every`` seconds saying how much of the file is read, where a terminal
+    gets a bar."""
+
+    def __init__(
+        self, name: str, size: int, write: Callable[[str], Any], *, every: float = 10.0
+    ) -> None:
+        self.name, self.size, self.write, self.every = name, size, write, every
+        self.done = 0
+        self.started = self.last = time.monotonic()
+
+    def __call__(self, chars: int) -> None:
+        self.done += chars
+        now = time.monotonic()
+        if now - self.last < self.every:
+            return
+        self.last = now
+        share = f"{min(self.done / self.size, 1):.0%}" if self.size else "?"
+        self.write(
+            f"{self.name}: {share} read ({self.done / 1e6:,.0f} of {self.size / 1e6:,.0f} MB) "
+            f"after {now - self.started:,.0f} s"
+        )
