@@ -74,18 +74,20 @@ class Tag(models.Model):
         return str(self.uid)
 
     def save(self, *args: Any, **kwargs: Any) -> None:
-        """Save the tag; one given to another team by a plain save (the shell, a script)
-        is moved as ``teams.tags.move_tag`` moves it: from now on, so that the new team
-        never gets the taps of before (SPEC 1)."""
+        """Save the tag, unless that would give it another team without moving it: a
+        plain save (the shell, a script) left ``owner_since`` as it was, and the new team
+        got the tag's past taps (SPEC 1). ``teams.tags.move_tag`` moves a tag."""
         stored = Tag.objects.filter(pk=self.pk).values("team_id", "owner_since").first()
         if (
             stored is not None
             and stored["team_id"] != self.team_id
             and stored["owner_since"] == self.owner_since
         ):
-            self.owner_since = timezone.now()
-            if kwargs.get("update_fields") is not None:
-                kwargs["update_fields"] = {*kwargs["update_fields"], "owner_since"}
+            raise ValidationError(
+                f"Tag {self.uid} belongs to team {stored['team_id']}; move it with "
+                "teams.tags.move_tag (or in the admin), which gives the new team only the "
+                "tag's taps from then on."
+            )
         super().save(*args, **kwargs)
 
 
