@@ -399,7 +399,7 @@ def ingest_taps(team_id: int, rows: Sequence[TapRow]) -> StoreResult:
     """
     uids = sorted({row.tag_uid for row in rows})
     with transaction.atomic():
-        owned = _lock_owned_tags(team_id, uids)
+        owned = owned_tags(team_id, uids, lock=True)
         problems: dict[int, dict[str, list[str]]] = {}
         for row in rows:
             refusal = tag_refusal(row.tag_uid, row.at, owned)
@@ -432,21 +432,17 @@ def tag_refusal(
     return None
 
 
-def owned_tags(team_id: int, uids: Sequence[int]) -> dict[int, datetime | None]:
-    """The team's tags among ``uids`` with their ``owner_since``, as read now (not locked:
-    for naming problems, not for storing)."""
-    tags = Tag.objects.filter(team_id=team_id, uid__in=uids)
-    return dict(tags.values_list("uid", "owner_since"))
-
-
-def _lock_owned_tags(team_id: int, uids: Sequence[int]) -> dict[int, datetime | None]:
-    """The team's tags among ``uids`` with their ``owner_since``, locked until commit so
-    that a move in the admin cannot slip between this check and the insert (on SQLite the
-    transaction's write lock does that)."""
+def owned_tags(
+    team_id: int, uids: Sequence[int], *, lock: bool = False
+) -> dict[int, datetime | None]:
+    """The team's tags among ``uids`` with their ``owner_since``. With ``lock``, locked
+    until commit so that a move in the admin cannot slip between this check and the
+    insert (on SQLite the transaction's write lock does that); without, as read now, for
+    naming problems rather than storing."""
     if not uids:
         return {}
     tags = Tag.objects.filter(team_id=team_id, uid__in=uids).order_by("uid")
-    if connection.vendor == "postgresql":
+    if lock and connection.vendor == "postgresql":
         # FOR SHARE: moves wait for this transaction, other ingests of the tags do not.
         # Django's select_for_update knows only FOR UPDATE and FOR NO KEY UPDATE.
         sql, params = tags.values_list("uid", "owner_since").query.sql_with_params()
