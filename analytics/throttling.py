@@ -430,12 +430,33 @@ class SpendBeforeScopeCheckMixin:
 
 
 class RateLimitHeadersMixin:
-    """Adds the ``X-RateLimit-*`` headers to every response of a throttled view."""
+    """Adds the ``X-RateLimit-*`` headers to every response of a throttled view.
+
+    A 401 has no key whose budget it could describe; it gets the budget a valid key
+    starts with (nothing spent), so that every response carries the headers (SPEC 7) and
+    a client learns the limit before it has a working key.
+    """
 
     def finalize_response(self, request: Request, response: Any, *args: Any, **kwargs: Any) -> Any:
         response = super().finalize_response(request, response, *args, **kwargs)  # type: ignore[misc]
         budget = getattr(request, "rate_limit_budget", None)
+        if budget is None and response.status_code == 401:
+            budget = self._unspent_budget()
         if budget is not None:
             for name, value in budget.headers().items():
                 response[name] = value
         return response
+
+    def _unspent_budget(self) -> Budget:
+        throttle = getattr(self, "throttle", None)
+        if throttle is None:
+            throttle = next(
+                (
+                    candidate
+                    for candidate in getattr(self, "throttle_classes", ())
+                    if issubclass(candidate, KeyRateThrottle)
+                ),
+                AnalyticsRateThrottle,
+            )
+        limit, window = parse_rate(getattr(settings, throttle.rate_setting))
+        return Budget(True, limit, limit, 0, window)

@@ -77,6 +77,32 @@ def test_every_response_carries_the_budget(
     assert bad["X-RateLimit-Remaining"] == "98"
 
 
+def test_a_request_without_a_valid_key_gets_the_unspent_budget_and_spends_nothing(
+    api: APIClient,
+    read_key: IssuedKey,
+    limit: Callable[[str], None],
+    clock: Clock,
+    settings: SettingsWrapper,
+) -> None:
+    limit("3/minute")
+    settings.TAPS_INGEST_RATE_LIMIT = "7/hour"
+    seed = {"startDate": "2024-01-01", "endDate": "2024-01-07"}
+    refused = [
+        api.get(URL),
+        api.get(URL, HTTP_X_API_KEY="nonsense.key"),
+        api.post("/v1/api/tap/analytics", seed, format="json"),
+        api.get("/v1/usage"),
+        api.post("/v1/taps", [], format="json"),
+    ]
+    assert [r.status_code for r in refused] == [401] * 5
+    headers = [
+        (r["X-RateLimit-Limit"], r["X-RateLimit-Remaining"], r["X-RateLimit-Reset"])
+        for r in refused
+    ]
+    assert headers == [("3", "3", "0")] * 4 + [("7", "7", "0")]
+    assert get(api, read_key)["X-RateLimit-Remaining"] == "2"
+
+
 def test_the_101st_request_in_an_hour_gets_429_with_retry_after(
     api: APIClient, read_key: IssuedKey, limiter_backend: str, clock: Clock
 ) -> None:
