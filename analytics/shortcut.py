@@ -30,6 +30,7 @@ from typing import Any
 import redis
 from django.conf import settings
 from django.core import signals
+from django.db import OperationalError
 from django.http import HttpResponseBase
 from django.http.request import split_domain_port, validate_host
 
@@ -37,6 +38,7 @@ from analytics.answers import KEEP_SECONDS
 from analytics.filters import team_zone
 from analytics.rendered import Replayable, tap_counts_json
 from analytics.throttling import AnalyticsRateThrottle
+from taps_project.errors import database_unavailable
 from taps_project.handlers import SyncChainASGIHandler
 from teams.auth import key_in_headers
 from teams.keys import KeyRejected, ResolvedKey, read_key
@@ -233,6 +235,9 @@ class ReplayingASGIHandler(SyncChainASGIHandler):
         signals.request_started.send(sender=self.__class__, scope=scope)
         try:
             found = replayed(seen)
+        except OperationalError as error:
+            # Django would wait for a connection as long again before failing the same way.
+            return database_unavailable(error), True
         except Exception:  # noqa: BLE001 -- Django meets it again, and answers as it always does
             found = None
         if isinstance(found, Replayed):

@@ -1,10 +1,12 @@
 """Every error is JSON in DRF's shape (SPEC 6): no HTML page, no traceback."""
 
+import logging
 from collections.abc import Callable
 from functools import wraps
 from typing import Any
 
 from django.core.exceptions import RequestDataTooBig
+from django.db import OperationalError
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from rest_framework.exceptions import ValidationError
@@ -13,6 +15,10 @@ from rest_framework.views import exception_handler
 
 from analytics.periods import TooManyBuckets
 from taps_project.parsers import BodyTooLarge
+
+logger = logging.getLogger(__name__)
+
+DATABASE_RETRY_SECONDS = 5
 
 
 def bad_request(request: HttpRequest, exception: Exception | None = None) -> JsonResponse:
@@ -31,6 +37,41 @@ def not_found(request: HttpRequest, exception: Exception | None = None) -> JsonR
 
 def server_error(request: HttpRequest) -> JsonResponse:
     return JsonResponse({"detail": "Internal server error; it has been logged."}, status=500)
+
+
+def database_unavailable(error: Exception) -> JsonResponse:
+    """503 for a database that cannot answer (down, unreachable, no connection within
+    ``TAPS_DB_WAIT``, locked): the client's request was fine, and may be sent again."""
+    logger.warning("database unavailable: %s", error)
+    response = JsonResponse(
+        {
+            "detail": "The database is unavailable; send the request again in "
+            f"{DATABASE_RETRY_SECONDS} seconds."
+        },
+        status=503,
+    )
+    response["Retry-After"] = str(DATABASE_RETRY_SECONDS)
+    # Sent as it is when the request's first read fails (``analytics.shortcut``), past the
+    # middleware that would set it.
+    response["Content-Length"] = str(len(response.content))
+    return response
+
+
+class DatabaseUnavailableMiddleware:
+    """Answers ``database_unavailable`` instead of a 500 when a view meets an
+    ``OperationalError``, which Django and psycopg raise for a database that cannot
+    answer (SQL mistakes are ``ProgrammingError``s, still 500s)."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        return self.get_response(request)
+
+    def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
+        if isinstance(exception, OperationalError):
+            return database_unavailable(exception)
+        return None
 
 
 def csrf_failure(request: HttpRequest, reason: str = "") -> JsonResponse:

@@ -117,6 +117,9 @@ TAPS_RATE_LIMIT = env_rate("TAPS_RATE_LIMIT", default="100/hour")
 TAPS_INGEST_RATE_LIMIT = env_rate("TAPS_INGEST_RATE_LIMIT", default="600/minute")
 TAPS_MAX_BUCKETS = env_int("TAPS_MAX_BUCKETS", default=10_000)
 TAPS_DB_POOL_SIZE = env_int("TAPS_DB_POOL_SIZE", default=10)
+# Seconds a request waits for a PostgreSQL connection before it is answered 503. The pool
+# holds one per request thread, so a wait this long means the database cannot be reached.
+TAPS_DB_WAIT = env_int("TAPS_DB_WAIT", default=10)
 # Threads that run requests in each server process (taps_project.handlers). A request
 # spends about half its time waiting for PostgreSQL or Redis, so a few threads keep a
 # core busy; more only contend for the GIL (bench-10M, 2 workers, 32 connections: 4
@@ -154,6 +157,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "taps_project.errors.DatabaseUnavailableMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -219,7 +223,7 @@ if DATABASE_URL:
     options["pool"] = {
         "min_size": 1,
         "max_size": TAPS_DB_POOL_SIZE,
-        "timeout": 10,
+        "timeout": TAPS_DB_WAIT,
     }
 else:
     DATABASES = {

@@ -57,17 +57,22 @@ def _wait_until(check: Callable[[], bool], *, seconds: float, what: str) -> None
     raise TimeoutError(f"{what} did not come up within {seconds} s")
 
 
-def _answers(url: str) -> bool:
+def _answers(url: str, *, healthy: bool = True) -> bool:
     try:
-        with urllib.request.urlopen(url, timeout=1) as response:
+        with urllib.request.urlopen(url, timeout=5) as response:
             return response.status < 500
+    except urllib.error.HTTPError:
+        return not healthy
     except (urllib.error.URLError, ConnectionError, TimeoutError):
         return False
 
 
 @contextmanager
-def serve(env: dict[str, str], *, workers: int = 2, port: int | None = None) -> Iterator[str]:
-    """Run the service with uvicorn (as ``scripts/serve`` does); yields its base URL.
+def serve(
+    env: dict[str, str], *, workers: int = 2, port: int | None = None, healthy: bool = True
+) -> Iterator[str]:
+    """Run the service with uvicorn (as ``scripts/serve`` does); yields its base URL once
+    ``/healthz`` says it is healthy (with ``healthy=False``, once it answers at all).
 
     With the in-memory channel layer (no Redis), websocket tests need ``workers=1``.
     """
@@ -102,7 +107,9 @@ def serve(env: dict[str, str], *, workers: int = 2, port: int | None = None) -> 
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        _wait_until(lambda: _answers(f"{base}/healthz"), seconds=30, what="uvicorn")
+        _wait_until(
+            lambda: _answers(f"{base}/healthz", healthy=healthy), seconds=30, what="uvicorn"
+        )
         yield base
     finally:
         os.killpg(process.pid, signal.SIGTERM)
