@@ -5,7 +5,7 @@ from collections.abc import Callable
 from functools import wraps
 from typing import Any
 
-from django.core.exceptions import RequestDataTooBig
+from django.core.exceptions import DisallowedHost, RequestDataTooBig
 from django.db import OperationalError
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
@@ -22,6 +22,14 @@ DATABASE_RETRY_SECONDS = 5
 
 
 def bad_request(request: HttpRequest, exception: Exception | None = None) -> JsonResponse:
+    if isinstance(exception, DisallowedHost):
+        return JsonResponse(
+            {
+                "detail": "This server does not answer to the host name in the Host header; "
+                "send one of its own (its operator lists them in ALLOWED_HOSTS)."
+            },
+            status=400,
+        )
     return JsonResponse({"detail": "Bad request."}, status=400)
 
 

@@ -335,5 +335,7 @@ LOGGING = {
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "filters": {"refused_host": {"()": "taps_project.quiet_logs.RefusedHostAsWarning"}},
+    "loggers": {"django.security.DisallowedHost": {"filters": ["refused_host"]}},
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO").upper()},
 }

@@ -3,6 +3,7 @@
 import logging
 
 import pytest
+from django.test import Client
 
 import taps_project.asgi  # noqa: F401 - the application installs the filter
 from taps_project.access_log import redacted
@@ -43,3 +44,18 @@ def test_the_server_logs_no_key_a_client_put_in_a_url(caplog: pytest.LogCaptureF
 )
 def test_secret_parameters_are_redacted_and_others_kept(path: str, expected: str) -> None:
     assert redacted(path) == expected
+
+
+@pytest.mark.django_db
+def test_a_host_not_served_is_a_400_that_says_so_and_one_warning_line(
+    client: Client, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+
+    response = client.get("/v1/usage", HTTP_HOST="scanner.example")
+
+    assert response.status_code == 400
+    assert "Host header" in response.json()["detail"]
+    [record] = [r for r in caplog.records if r.name == "django.security.DisallowedHost"]
+    assert (record.levelname, record.exc_info) == ("WARNING", None)
+    assert "Traceback" not in caplog.text
