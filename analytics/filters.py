@@ -10,7 +10,7 @@ import re
 import zoneinfo
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import Any
+from typing import Any, cast
 
 import django_filters
 from django import forms
@@ -21,7 +21,7 @@ from rest_framework.exceptions import ValidationError
 
 from analytics.models import TeamRollup
 from analytics.periods import EARLIEST, LATEST, WEEKDAYS, Interval
-from analytics.queries import Compare, Endpoint, TapQuery
+from analytics.queries import Compare, Endpoint, TapQuery, compared_query
 from taps_project.parameters import repeated_parameters
 from teams.models import Tag, Team, time_zone_names
 
@@ -262,6 +262,8 @@ def read_tap_query(params: QueryDict, team: Team) -> AnalyticsRequest:
         limit=data["limit"] or 50,
     )
     check_range(query)
+    if data["compare"]:
+        check_compared_range(query, cast(Compare, data["compare"]))
     return AnalyticsRequest(query, data["compare"] or None, data["format"] or None)
 
 
@@ -289,6 +291,22 @@ def check_range(query: TapQuery, *, end_field: str = "end") -> None:
     if end <= start:
         raise ValidationError(
             {end_field: ["The end must be after the start (an end date counts its whole day)."]}
+        )
+
+
+def check_compared_range(query: TapQuery, compare: Compare) -> None:
+    """A range can be compared with one that holds no time: a year before a day a zone
+    skipped (Pacific/Apia's 30 December 2011), or the day before it."""
+    start, end = compared_query(query, compare).range()
+    if end <= start:
+        raise ValidationError(
+            {
+                "compare": [
+                    f"The range to compare with ({compare}) holds no time in "
+                    f"{query.zone.key}: its dates were skipped there. Choose a longer range "
+                    "or leave out compare."
+                ]
+            }
         )
 
 

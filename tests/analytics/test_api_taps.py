@@ -335,6 +335,37 @@ def test_a_compared_range_over_the_bucket_cap_is_a_400_naming_compare(
 
 
 @pytest.mark.parametrize(
+    ("asked", "compare"),
+    [
+        # Samoa skipped 30 December 2011; Kiribati's Line Islands 31 December 1994.
+        ({"start": "2012-12-30", "end": "2012-12-30", "tz": "Pacific/Apia"}, "year"),
+        ({"start": "2011-12-31", "end": "2011-12-31", "tz": "Pacific/Apia"}, "previous"),
+        ({"start": "1995-01-01", "end": "1995-01-01", "tz": "Pacific/Kiritimati"}, "previous"),
+        (
+            {
+                "start": "1995-12-31",
+                "end": "1995-12-31",
+                "tz": "Pacific/Kiritimati",
+                "interval": "year",
+                "group_by": "tag",
+            },
+            "year",
+        ),
+    ],
+)
+def test_a_compared_range_a_zone_skipped_is_a_400_naming_compare(
+    api: APIClient, read_key: IssuedKey, asked: dict[str, str], compare: str
+) -> None:
+    alone = get(api, read_key, **asked)
+    compared = get(api, read_key, **asked, compare=compare)
+
+    assert alone.status_code == 200
+    assert compared.status_code == 400
+    assert list(compared.json()) == ["compare"]
+    assert "skipped" in compared.json()["compare"][0]
+
+
+@pytest.mark.parametrize(
     ("start", "end", "status"),
     [
         ("1900-01-01T00:00:00+05:00", "1900-01-03", 200),  # 1899 in UTC, 1900 as written
