@@ -1,6 +1,7 @@
 from django.contrib import admin
-from django.urls import path
+from django.urls import path, reverse
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from rest_framework.request import Request
 
 from analytics.dashboard import dashboard
 from analytics.ingest_api import TapIngestView
@@ -14,11 +15,21 @@ from teams.views import TeamView
 class SchemaView(OneValuePerParameterMixin, JSONErrorsMixin, SpectacularAPIView):
     http_method_names = ["get", "head"]
 
+    def _get_version_parameter(self, request: Request) -> None:
+        # The API has one version. drf-spectacular would put ``?version=`` into the
+        # Content-Disposition header as it came: a CR or NUL there was a 500 or a
+        # dropped connection.
+        return None
+
 
 class DocsView(OneValuePerParameterMixin, JSONErrorsMixin, SpectacularSwaggerView):
     # OPTIONS would describe the view with its HTML renderer, which has no template for
     # that: a 500.
     http_method_names = ["get", "head"]
+
+    def _get_schema_url(self, request: Request) -> str:
+        # Without the page's own ``lang`` and ``version``, which the schema ignores.
+        return reverse("schema")
 
 
 urlpatterns = [

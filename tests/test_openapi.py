@@ -65,3 +65,13 @@ def test_swagger_ui_is_served_from_the_project_not_a_cdn(db: None) -> None:
     page = response.content.decode()
     assert "swagger-ui" in page and "/v1/schema" in page
     assert "cdn" not in page.lower()
+
+
+@pytest.mark.parametrize("query", ["version=%0d%0aSet-Cookie:%20x=1", "version=%00", "lang=%00"])
+def test_the_schema_and_docs_ignore_their_version_and_lang(db: None, query: str) -> None:
+    schema = Client().get(f"/v1/schema?{query}")
+    docs = Client().get(f"/v1/docs?{query}")
+
+    assert schema.status_code == docs.status_code == 200
+    assert schema["Content-Disposition"] == 'inline; filename="Tap Analytics API.json"'
+    assert b'"/v1/schema"' in docs.content
