@@ -6,7 +6,7 @@ from functools import wraps
 from typing import Any
 
 from django.core.exceptions import DisallowedHost, RequestDataTooBig
-from django.db import OperationalError
+from django.db import DataError, OperationalError
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from rest_framework.exceptions import ValidationError
@@ -65,10 +65,25 @@ def database_unavailable(error: Exception) -> JsonResponse:
     return response
 
 
+def value_refused(error: Exception) -> JsonResponse:
+    """400 for a value the database refuses to store or compare, such as a NUL, which
+    PostgreSQL text cannot hold (SQLite takes it): the API's own parameters are checked
+    before they reach the database, so this is what the admin's filters and URLs meet."""
+    logger.warning("value refused by the database: %s", error)
+    return JsonResponse(
+        {
+            "detail": "A value in the request cannot be stored or compared by the database "
+            "(a NUL character, for instance); remove it and send the request again."
+        },
+        status=400,
+    )
+
+
 class DatabaseUnavailableMiddleware:
     """Answers ``database_unavailable`` instead of a 500 when a view meets an
     ``OperationalError``, which Django and psycopg raise for a database that cannot
-    answer (SQL mistakes are ``ProgrammingError``s, still 500s)."""
+    answer, and ``value_refused`` for a ``DataError`` (SQL mistakes are
+    ``ProgrammingError``s, still 500s)."""
 
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
         self.get_response = get_response
@@ -79,6 +94,8 @@ class DatabaseUnavailableMiddleware:
     def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
         if isinstance(exception, OperationalError):
             return database_unavailable(exception)
+        if isinstance(exception, DataError):
+            return value_refused(exception)
         return None
 
 

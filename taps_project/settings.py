@@ -168,6 +168,10 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
 
+# A key issued in the admin is shown once, as a message on the next page: kept in the
+# session (the database) until then, not in the signed but readable messages cookie.
+MESSAGE_STORAGE = "django.contrib.messages.storage.session.SessionStorage"
+
 ROOT_URLCONF = "taps_project.urls"
 ASGI_APPLICATION = "taps_project.asgi.application"
 WSGI_APPLICATION = None

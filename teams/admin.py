@@ -4,6 +4,7 @@ from django.contrib import admin, messages
 from django.db.models import Model
 from django.http import HttpRequest
 from rest_framework_api_key.admin import APIKeyModelAdmin
+from rest_framework_api_key.models import APIKey
 
 from analytics.models import Tap
 from teams.keys import create_key
@@ -58,6 +59,11 @@ class TagAdmin(NoDeleteOnceTappedAdmin):
             )
             return
         super().save_model(request, obj, form, change)
+
+
+# The library registers its own key model, whose keys belong to no team: the API refuses
+# every one, so issuing them would only mislead an operator.
+admin.site.unregister(APIKey)
 
 
 @admin.register(TeamAPIKey)

@@ -157,8 +157,17 @@ def close_code_after(first_message: Any) -> int:
         {"type": "hello", "key": "x"},
         {"type": "auth", "key": "x", "after": -1},
         "not json",
+        # PostgreSQL refuses NUL in text: the key must be refused before it is looked up.
+        {"type": "auth", "key": "abc\u0000.xyz"},
     ],
-    ids=["unknown key", "key not a string", "not an auth message", "negative after", "text"],
+    ids=[
+        "unknown key",
+        "key not a string",
+        "not an auth message",
+        "negative after",
+        "text",
+        "NUL in the key",
+    ],
 )
 def test_a_bad_first_message_closes_with_4001(db: None, first_message: Any) -> None:
     assert close_code_after(first_message) == 4001

@@ -188,6 +188,8 @@ def test_a_missing_key_gets_401_json_saying_how_to_send_one(api: APIClient) -> N
         "x" * 5000,
         "'; DROP TABLE teams_team; --.x",
         "ключ.секрет",
+        "abcdefgh.secret\x7f",
+        "abcdefgh.sec ret",
     ],
 )
 def test_an_unknown_or_malformed_key_gets_401(
