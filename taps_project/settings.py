@@ -230,10 +230,21 @@ if DATABASE_URL:
         "timeout": TAPS_DB_WAIT,
     }
 else:
+    SQLITE_PATH = Path(env_str("TAPS_SQLITE_PATH") or VAR_DIR / "taps.sqlite3")
+    # Made here, not only with the embedded secret key: a SECRET_KEY from the environment
+    # skips that, and SQLite cannot create the file's directory.
+    try:
+        SQLITE_PATH.parent.mkdir(parents=True, exist_ok=True)
+        VAR_DIR.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ImproperlyConfigured(
+            f"cannot make the directory of the embedded database ({error}); set TAPS_VAR_DIR "
+            "or TAPS_SQLITE_PATH to a writable place"
+        ) from None
     DATABASES = {
         "default": {
             "ENGINE": "django.db.backends.sqlite3",
-            "NAME": env_str("TAPS_SQLITE_PATH") or str(VAR_DIR / "taps.sqlite3"),
+            "NAME": str(SQLITE_PATH),
             # IMMEDIATE: a write transaction takes the lock up front, so the write path's
             # read-then-write steps cannot interleave with another writer.
             "OPTIONS": {

@@ -38,7 +38,8 @@ print(json.dumps({
 
 def run_django(code: str, env: dict[str, str], tmp_path: Path) -> subprocess.CompletedProcess[str]:
     clean = {key: value for key, value in os.environ.items() if key not in _SETTINGS_VARS}
-    clean.update(DJANGO_SETTINGS_MODULE="taps_project.settings", TAPS_VAR_DIR=str(tmp_path), **env)
+    clean.update({"DJANGO_SETTINGS_MODULE": "taps_project.settings", "TAPS_VAR_DIR": str(tmp_path)})
+    clean.update(env)
     return subprocess.run(
         [sys.executable, "-c", "import django; django.setup()\n" + code],
         cwd=ROOT,
@@ -72,6 +73,19 @@ def test_no_environment_gives_the_embedded_mode(tmp_path: Path) -> None:
     assert values["rate"] == "100/hour"
     assert values["max_buckets"] == 10_000
     assert (tmp_path / "secret_key").stat().st_mode & 0o077 == 0
+
+
+def test_the_embedded_mode_makes_its_directories_with_a_secret_key_given(
+    tmp_path: Path,
+) -> None:
+    var = tmp_path / "not" / "made" / "yet"
+    env = {"SECRET_KEY": PRODUCTION["SECRET_KEY"], "TAPS_VAR_DIR": str(var)}
+    code = "from django.db import connection; connection.ensure_connection(); print('up')"
+
+    result = run_django(code, env, tmp_path)
+
+    assert result.returncode == 0, result.stderr
+    assert (var / "taps.sqlite3").is_file() and not (var / "secret_key").exists()
 
 
 def test_database_and_redis_urls_give_the_production_backends(tmp_path: Path) -> None:
