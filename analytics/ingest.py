@@ -8,6 +8,8 @@ so the rollups never disagree with the raw taps and a duplicate never counts twi
 11).
 """
 
+import json
+from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -155,7 +157,10 @@ OWNED_JOIN = (
 
 
 def store_staged_taps(
-    *, live_limit: int = LIVE_INLINE_LIMIT, staged: Sequence[TapRow] | None = None
+    *,
+    live_limit: int = LIVE_INLINE_LIMIT,
+    staged: Sequence[TapRow] | None = None,
+    with_lines: bool = False,
 ) -> StoreResult:
     """Store the staged taps and add them to the rollup; must run inside a transaction.
 
@@ -164,10 +169,12 @@ def store_staged_taps(
     lowest line wins). Staged taps whose tag is unknown, or which predate their tag's
     current owner, are neither stored nor counted: callers report those themselves.
 
-    Every stored tap gets a ``seq`` from its team's counter (``TapSequence``), in line
-    order: the tap staged at line l gets ``l - first_line + 1`` past the counter, where
-    ``first_line`` is the team's lowest staged line, and the counter moves past the team's
-    last line (``StoreResult.ranges``). The taps are pushed to their teams' websockets
+    Every stored tap gets a ``seq`` from its team's counter (``TapSequence``): the team's
+    k-th staged tap in line order gets k past the counter, and the counter moves past the
+    team's staged taps (``StoreResult.ranges``; ``with_lines`` adds each range's lines).
+    Numbering only the team's own taps keeps other teams' taps from showing as gaps in
+    its seq (SPEC 1); an id that proves a duplicate leaves its number unused. The taps
+    are pushed to their teams' websockets
     once the transaction commits, never before; a team with more than ``live_limit`` new
     taps is announced without them (``analytics.live``). ``staged``, the rows as
     ``stage_taps`` staged them, spares reading the taps back for that push when one team
@@ -182,9 +189,9 @@ def store_staged_taps(
             # them, three times a batch (4 ms each at 20,000 tags); analyzing the stage
             # (1 ms) lets it look the batch's tags up by index instead.
             cursor.execute(f"ANALYZE {STAGE_TABLE}")
-            teams, new_taps = _store_postgresql(cursor)
+            teams, new_taps = _store_postgresql(cursor, with_lines)
         else:
-            teams = _store_sqlite(cursor)
+            teams = _store_sqlite(cursor, with_lines)
             new_taps = _new_taps_sqlite(cursor)
         ranges = tuple(stored for stored, _ in teams)
         accepted = sum(stored.accepted for stored in ranges)
@@ -241,7 +248,7 @@ def _new_taps_sqlite(cursor: CursorWrapper) -> NewTaps:
 TeamStore = tuple[StoredRange, int]
 
 
-def _store_postgresql(cursor: CursorWrapper) -> tuple[list[TeamStore], NewTaps]:
+def _store_postgresql(cursor: CursorWrapper, with_lines: bool) -> tuple[list[TeamStore], NewTaps]:
     """Store the stage; each team's range and staged size, and the taps stored.
 
     The taps are first inserted as plain rows, under a savepoint: an id already stored,
@@ -251,49 +258,52 @@ def _store_postgresql(cursor: CursorWrapper) -> tuple[list[TeamStore], NewTaps]:
     time per row in psql), and a stage with a stored id fails at its first such row, in
     line order: a file loaded again fails on its first row.
     """
+    # As text: the loader only hands the lines back to PostgreSQL (``load_ranges``), and
+    # parsing them as an array there took longer than storing the batch's tag rollup.
+    lines = "string_agg(line::text, ',' ORDER BY line)" if with_lines else "''"
+    bucket = bucket_sql("created_at")
     try:
         with transaction.atomic():
-            cursor.execute(_STORE_SQL.format(bucket=bucket_sql("created_at"), on_conflict=""))
+            cursor.execute(_STORE_SQL.format(bucket=bucket, on_conflict="", lines=lines))
     except IntegrityError as error:
         if not isinstance(error.__cause__, psycopg.errors.UniqueViolation):
             raise
         cursor.execute(
             _STORE_SQL.format(
-                bucket=bucket_sql("created_at"),
-                on_conflict="ON CONFLICT (team_id, tap_id) DO NOTHING",
+                bucket=bucket, on_conflict="ON CONFLICT (team_id, tap_id) DO NOTHING", lines=lines
             )
         )
     rows = cursor.fetchall()
-    teams = [(StoredRange(*row[:5]), row[5]) for row in rows]
+    teams = [(StoredRange(row[0], row[1], row[2], row[3], row[4], row[7]), row[5]) for row in rows]
     return teams, NewTaps.of_packed((row[0], row[6]) for row in rows if row[6] is not None)
 
 
-# One statement. ``bumped`` moves each team's counter past the team's staged lines,
+# One statement. ``bumped`` moves each team's counter past the team's staged taps,
 # locking the counter row until commit (teams in id order, so two writers cannot
 # deadlock): the team's writers thus commit in seq order. The rollup adds up exactly the
 # rows the INSERT reports as new, and with ``ON CONFLICT`` a concurrent writer of the
 # same id waits on the unique index, then skips it; its number is left unused. Rows go in
-# in line order, so of an id repeated in the stage the first wins. Numbering by line
-# needs no sort or window over the stage (the ORDER BY meets rows already in line order).
+# in the order they are numbered, each team's in line order, so of an id repeated in the
+# stage the first wins.
 _STORE_SQL = f"""
         WITH staged AS (
-            SELECT t.team_id, s.line, s.tap_id, s.tag_uid, s.count, s.created_at
+            SELECT t.team_id, s.line, s.tap_id, s.tag_uid, s.count, s.created_at,
+                   row_number() OVER (PARTITION BY t.team_id ORDER BY s.line) AS nth
             FROM {STAGE_TABLE} s {OWNED_JOIN}
         ), sizes AS (
-            SELECT team_id, min(line) AS first_line, max(line) - min(line) + 1 AS span,
-                   count(*) AS size
+            SELECT team_id, min(line) AS first_line, count(*) AS size, {{lines}} AS lines
             FROM staged GROUP BY team_id
         ), bumped AS (
             INSERT INTO analytics_tapsequence AS c (team_id, last_seq)
-            SELECT team_id, span FROM sizes ORDER BY team_id
+            SELECT team_id, size FROM sizes ORDER BY team_id
             ON CONFLICT (team_id) DO UPDATE SET last_seq = c.last_seq + EXCLUDED.last_seq
             RETURNING team_id, last_seq
         ), new AS (
             INSERT INTO analytics_tap (team_id, tap_id, tag_id, count, created_at, seq)
             SELECT s.team_id, s.tap_id, s.tag_uid, s.count, s.created_at,
-                   b.last_seq - z.span + 1 + s.line - z.first_line
+                   b.last_seq - z.size + s.nth
             FROM staged s JOIN bumped b USING (team_id) JOIN sizes z USING (team_id)
-            ORDER BY s.line
+            ORDER BY s.team_id, s.nth
             {{on_conflict}}
             RETURNING team_id, tag_id, count, created_at, {{bucket}} AS bucket
         ), team_sums AS (
@@ -302,8 +312,8 @@ _STORE_SQL = f"""
             GROUP BY team_id, bucket ORDER BY team_id, bucket
             ON CONFLICT (team_id, bucket) DO UPDATE SET taps = r.taps + EXCLUDED.taps
         )
-        SELECT b.team_id, b.last_seq - z.span, b.last_seq, coalesce(n.accepted, 0),
-               z.first_line, z.size, n.taps
+        SELECT b.team_id, b.last_seq - z.size, b.last_seq, coalesce(n.accepted, 0),
+               z.first_line, z.size, n.taps, z.lines
         FROM bumped b JOIN sizes z USING (team_id)
         LEFT JOIN (
             SELECT team_id, count(*) AS accepted, {NEW_TAPS_SQL} AS taps
@@ -313,15 +323,14 @@ _STORE_SQL = f"""
 """
 
 
-def _store_sqlite(cursor: CursorWrapper) -> list[TeamStore]:
+def _store_sqlite(cursor: CursorWrapper, with_lines: bool) -> list[TeamStore]:
     # SQLite has no data-modifying CTEs; the transaction holds the database's write lock
     # (transaction_mode IMMEDIATE), so these steps cannot interleave with another writer,
     # and taps commit in seq order without locking the counter rows. The rows to insert
     # (the first line of each new id) are picked once into ``tap_stage_new``, and the taps
     # and the rollup are written from it.
     cursor.execute(
-        f"""SELECT t.team_id, coalesce(c.last_seq, 0), min(s.line),
-                max(s.line) - min(s.line) + 1, count(*)
+        f"""SELECT t.team_id, coalesce(c.last_seq, 0), min(s.line), count(*)
             FROM {STAGE_TABLE} s {OWNED_JOIN}
             LEFT JOIN analytics_tapsequence c ON c.team_id = t.team_id
             GROUP BY t.team_id, c.last_seq ORDER BY t.team_id""",
@@ -338,8 +347,8 @@ def _store_sqlite(cursor: CursorWrapper) -> list[TeamStore]:
         f"""INSERT INTO tap_stage_new (team_id, tap_id, tag_id, count, created_at, seq)
             SELECT team_id, tap_id, tag_uid, count, created_at, seq FROM (
                 SELECT t.team_id, s.tap_id, s.tag_uid, s.count, s.created_at,
-                    coalesce(c.last_seq, 0) + 1 + s.line
-                        - min(s.line) OVER (PARTITION BY t.team_id) AS seq,
+                    coalesce(c.last_seq, 0)
+                        + row_number() OVER (PARTITION BY t.team_id ORDER BY s.line) AS seq,
                     row_number() OVER (PARTITION BY t.team_id, s.tap_id ORDER BY s.line) AS nth
                 FROM {STAGE_TABLE} s {OWNED_JOIN}
                 LEFT JOIN analytics_tapsequence c ON c.team_id = t.team_id
@@ -357,7 +366,7 @@ def _store_sqlite(cursor: CursorWrapper) -> list[TeamStore]:
     cursor.executemany(
         """INSERT INTO analytics_tapsequence (team_id, last_seq) VALUES (%s, %s)
            ON CONFLICT (team_id) DO UPDATE SET last_seq = excluded.last_seq""",
-        [(team_id, last + span) for team_id, last, _, span, _ in teams],
+        [(team_id, last + size) for team_id, last, _, size in teams],
     )
     bucket = bucket_sql("created_at")
     cursor.execute(
@@ -368,9 +377,26 @@ def _store_sqlite(cursor: CursorWrapper) -> list[TeamStore]:
     )
     cursor.execute("SELECT team_id, count(*) FROM tap_stage_new GROUP BY team_id", [])
     accepted = dict(cursor.fetchall())
+    lines: dict[int, list[int]] = defaultdict(list)
+    if with_lines:  # as JSON text, which SQLite reads back with json_extract
+        cursor.execute(
+            f"SELECT t.team_id, s.line FROM {STAGE_TABLE} s {OWNED_JOIN} ORDER BY 1, 2", []
+        )
+        for team_id, line in cursor.fetchall():
+            lines[team_id].append(line)
     return [
-        (StoredRange(team_id, last, last + span, accepted.get(team_id, 0), first_line), size)
-        for team_id, last, first_line, span, size in teams
+        (
+            StoredRange(
+                team_id,
+                last,
+                last + size,
+                accepted.get(team_id, 0),
+                first_line,
+                json.dumps(lines[team_id]) if with_lines else "",
+            ),
+            size,
+        )
+        for team_id, last, first_line, size in teams
     ]
 
 

@@ -39,8 +39,10 @@ class StoredRange:
     """What one transaction stored for one team: seq numbers ``after`` < seq <= ``last``
     were taken (ids that proved duplicates leave their numbers unused).
 
-    Numbers follow the stage's lines: the tap staged at line ``first_line + k`` got
-    ``after + 1 + k`` (lines that held none of the team's taps leave theirs unused).
+    The team's staged taps are numbered in line order and nothing else: the k-th of them
+    (from 1) got ``after + k``, so no other team's taps show as gaps (SPEC 1).
+    ``first_line`` is the first one's line; ``lines``, when asked for, all of theirs, as
+    text the database reads back (comma-separated on PostgreSQL, JSON on SQLite).
     """
 
     team_id: int
@@ -48,6 +50,7 @@ class StoredRange:
     last: int
     accepted: int
     first_line: int = 0
+    lines: str = ""
 
 
 class TapMessage(TypedDict):

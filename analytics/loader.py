@@ -14,7 +14,7 @@ import csv
 import io
 import itertools
 import re
-from collections import Counter
+from collections import defaultdict
 from collections.abc import Callable, Generator, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor, wait
 from contextlib import closing
@@ -622,7 +622,8 @@ def prefetched(items: Iterator[T]) -> Generator[T, None, None]:
 
 def start_tap_load() -> None:
     """Prepare this connection for a taps file: the stage, and ``load_ranges``, the seq
-    ranges each batch of this file took per team (a few rows per batch).
+    ranges each batch of this file took per team (a few rows per batch), each with the
+    lines its numbers went to.
 
     A stored tap's seq says which staged line it came from (``StoredRange``), so an id the
     file repeats is found by the seq of the tap stored under it: in a range of this file,
@@ -634,8 +635,11 @@ def start_tap_load() -> None:
         cursor.execute(
             """CREATE TEMP TABLE load_ranges (
                 batch bigint NOT NULL, team_id bigint NOT NULL, after bigint NOT NULL,
-                last bigint NOT NULL, shift bigint NOT NULL)"""
+                last bigint NOT NULL, lines text NOT NULL)"""
         )
+        if connection.vendor == "postgresql":
+            # Read back only for repeated ids: not worth compressing at every batch.
+            cursor.execute("ALTER TABLE load_ranges ALTER lines SET STORAGE EXTERNAL")
         cursor.execute("CREATE INDEX load_ranges_team_last ON load_ranges (team_id, last)")
 
 
@@ -644,9 +648,10 @@ def finish_tap_load() -> None:
         cursor.execute("DROP TABLE IF EXISTS load_ranges")
 
 
-# A row of ``load_ranges``: the seq range a batch of this file took for a team.
-RangeRow = tuple[int, int, int, int, int]
-RANGE_COLUMNS = ("batch", "team_id", "after", "last", "shift")
+# A row of ``load_ranges``: the seq range a batch of this file took for a team, and the
+# lines of its numbers (``StoredRange.lines``).
+RangeRow = tuple[int, int, int, int, str]
+RANGE_COLUMNS = ("batch", "team_id", "after", "last", "lines")
 
 
 @dataclass
@@ -677,7 +682,7 @@ def store_tap_batch(
         if earlier_ranges:
             copy_rows(cursor, "load_ranges", RANGE_COLUMNS, earlier_ranges)
         _stage_tap_rows(cursor, rows)
-        result = store_staged_taps(live_limit=LOADER_INLINE_LIMIT)
+        result = store_staged_taps(live_limit=LOADER_INLINE_LIMIT, with_lines=True)
         ranges = [_range_row(number, stored) for stored in result.ranges]
         copy_rows(cursor, "load_ranges", RANGE_COLUMNS, ranges)
         problems = []
@@ -685,7 +690,7 @@ def store_tap_batch(
             problems += _taps_not_owned(cursor)
         if result.duplicates and (result.accepted or file_has_stored):
             # Only ids this file has stored can be repeats; a rerun skips this.
-            repeats = _repeated_ids(cursor, number)
+            repeats = _repeated_ids(cursor)
             result.duplicates -= len(repeats)
             problems += repeats
     return StoredBatch(result, problems, ranges)
@@ -767,18 +772,24 @@ class TapLanes:
             self._shutdown()
 
     def _split(self, rows: list[str]) -> list[list[str]]:
+        """Each connection's rows: whole teams, in team order and each team's in line
+        order, the order in which the store statement numbers them, so that its sort
+        meets rows already sorted (PostgreSQL's sort checks for that first)."""
         uids = [row.split(",", 3)[2] for row in rows]
         team_of = self._teams_of(set(uids))
+        by_team: dict[int | None, list[str]] = defaultdict(list)
+        for row, uid in zip(rows, uids, strict=True):
+            by_team[team_of.get(uid)].append(row)
         loads = [0] * len(self._threads)
         lane_of: dict[int | None, int] = {}
         # An unknown tag (None) has no team: its rows go anywhere, to be reported.
-        for team, size in Counter(team_of.get(uid) for uid in uids).most_common():
+        for team, team_rows in sorted(by_team.items(), key=lambda item: -len(item[1])):
             lane = loads.index(min(loads))
             lane_of[team] = lane
-            loads[lane] += size
+            loads[lane] += len(team_rows)
         parts: list[list[str]] = [[] for _ in self._threads]
-        for row, uid in zip(rows, uids, strict=True):
-            parts[lane_of[team_of.get(uid)]].append(row)
+        for team in sorted(by_team, key=lambda team: (team is None, team or 0)):
+            parts[lane_of[team]].extend(by_team[team])
         return parts
 
     def _teams_of(self, uids: set[str]) -> dict[str, int]:
@@ -857,10 +868,8 @@ def _sqlite_stage_row(row: str) -> tuple[int, int, int, int, datetime | str]:
     return int(line), int(tap_id), int(tag_uid), int(count), at
 
 
-def _range_row(batch: int, stored: StoredRange) -> tuple[int, int, int, int, int]:
-    # The tap staged at line l got seq l - shift.
-    shift = stored.first_line - stored.after - 1
-    return batch, stored.team_id, stored.after, stored.last, shift
+def _range_row(batch: int, stored: StoredRange) -> RangeRow:
+    return batch, stored.team_id, stored.after, stored.last, stored.lines
 
 
 def _taps_not_owned(cursor: CursorWrapper) -> list[Problem]:
@@ -882,26 +891,29 @@ def _taps_not_owned(cursor: CursorWrapper) -> list[Problem]:
     ]
 
 
-def _repeated_ids(cursor: CursorWrapper, batch: int) -> list[Problem]:
+def _repeated_ids(cursor: CursorWrapper) -> list[Problem]:
     """Staged taps not stored because this file stored their id first, with that line.
 
-    A staged tap was stored iff the tap under its id has the seq of its own line; if not,
-    and that seq falls in a range of this file, the range gives the line it came from.
+    The tap stored under a staged tap's id has a seq; if it falls in a range of this file,
+    the range's lines give the line that stored it: the staged tap's own, or an earlier
+    one that gave the same id. Outside every range, the id was stored before the file.
     """
+    if connection.vendor == "postgresql":
+        line_of_seq = "split_part(r.lines, ',', (a.seq - r.after)::integer)::bigint"
+    else:
+        line_of_seq = "json_extract(r.lines, '$[' || (a.seq - r.after - 1) || ']')"
     cursor.execute(
         f"""SELECT line, tap_id, first_line FROM (
-                SELECT s.line, s.tap_id, a.seq + (
-                    SELECT r.shift FROM load_ranges r
+                SELECT s.line, s.tap_id, (
+                    SELECT {line_of_seq} FROM load_ranges r
                     WHERE r.team_id = a.team_id AND r.last >= a.seq AND r.after < a.seq
                     ORDER BY r.last LIMIT 1
                 ) AS first_line
                 FROM {STAGE_TABLE} s {OWNED_JOIN}
-                JOIN load_ranges cur ON cur.batch = %s AND cur.team_id = t.team_id
                 JOIN analytics_tap a ON a.team_id = t.team_id AND a.tap_id = s.tap_id
-                WHERE a.seq <> s.line - cur.shift
             ) AS found
-            WHERE first_line IS NOT NULL""",
-        [batch],
+            WHERE first_line <> line""",
+        [],
     )
     return [
         Problem(line, f"duplicate id {tap_id}: line {first_line} has the same id")

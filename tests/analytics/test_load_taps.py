@@ -673,14 +673,44 @@ def test_a_rerun_counts_an_id_repeated_in_the_file_as_a_duplicate(
 
 @pytest.mark.django_db
 def test_a_files_taps_are_numbered_in_line_order_per_team(tags_csv: Path, tmp_path: Path) -> None:
+    # Teams 1 and 2 alternate in the file (tags ...01 and ...02 are team 1's).
     taps = write_csv(tmp_path / "taps.csv", TAPS_HEADER, *good_rows(500))
 
     load("--tags", str(tags_csv), "--taps", str(taps), "--batch-size", "64")
 
     for team in Team.objects.all():
-        ids = list(Tap.objects.filter(team=team).order_by("seq").values_list("tap_id", flat=True))
+        stored = Tap.objects.filter(team=team).order_by("seq").values_list("tap_id", "seq")
+        ids = [tap_id for tap_id, _ in stored]
         assert ids == sorted(ids)
+        # Dense: the other team's lines leave no gaps, which would tell this team how
+        # many taps the other stored between two of its own (SPEC 1).
+        assert [seq for _, seq in stored] == list(range(1, len(ids) + 1))
         assert len(ids) > 0
+
+
+@pytest.mark.django_db
+def test_only_a_teams_own_repeats_leave_gaps_in_its_numbers(
+    tags_csv: Path, tmp_path: Path
+) -> None:
+    taps = write_csv(
+        tmp_path / "taps.csv",
+        TAPS_HEADER,
+        "1,1000000001,1,2023-10-20T14:00:00Z",
+        "2,1000000003,1,2023-10-20T14:00:01Z",
+        "1,1000000002,1,2023-10-20T14:00:02Z",  # team 1 repeats id 1
+        "3,1000000003,1,2023-10-20T14:00:02Z",
+        "4,1000000003,1,2023-10-20T14:00:03Z",
+        "5,1000000001,1,2023-10-20T14:00:04Z",
+    )
+
+    _, errors = load("--tags", str(tags_csv), "--taps", str(taps))
+
+    assert "line 4: duplicate id 1: line 2 has the same id" in errors
+    seqs = {
+        team: list(Tap.objects.filter(team_id=team).order_by("seq").values_list("seq", flat=True))
+        for team in (1, 2)
+    }
+    assert seqs == {1: [1, 3], 2: [1, 2, 3]}
 
 
 @pytest.mark.django_db

@@ -125,7 +125,8 @@ def test_any_number_of_connections_stores_the_same_taps_with_the_same_numbers(
 
 def test_a_batch_is_split_by_team_largest_team_first(eight_tags_csv: Path) -> None:
     load("--tags", str(eight_tags_csv), "--no-taps")
-    uids = [1000000002] * 3 + [1000000001] * 5 + [1000000003] * 2 + [1000000099]
+    teams = [3, 2, 1, 2, 1, 1, 3, 2, 1, 1, 99]
+    uids = [1000000000 + team for team in teams]
     rows = [f"{line},{line},{uid},1,2023-10-20T00:00:00Z\n" for line, uid in enumerate(uids, 2)]
     lanes = TapLanes(2)
     try:
@@ -134,11 +135,13 @@ def test_a_batch_is_split_by_team_largest_team_first(eight_tags_csv: Path) -> No
         lanes.close()
 
     # Team 1 (5 rows) to the first connection; team 2 (3) and team 3 (2) to the second,
-    # which then has as many; the unknown tag to the first. Rows keep their order.
+    # which then has as many; the unknown tag to the first. Teams go in id order, each
+    # team's rows in line order, as the store statement numbers them.
     assert [[row.split(",")[2] for row in part] for part in parts] == [
         ["1000000001"] * 5 + ["1000000099"],
         ["1000000002"] * 3 + ["1000000003"] * 2,
     ]
+    assert [int(row.split(",")[0]) for row in parts[1]] == [3, 5, 9, 2, 8]
 
 
 @pytest.mark.parametrize("remembered", [loader.MAX_TAGS_REMEMBERED, 2])
