@@ -95,7 +95,14 @@ if not SECRET_KEY:
         )
     SECRET_KEY = embedded_secret_key(VAR_DIR / "secret_key")
 
-ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"])
+LOOPBACK_HOSTS = ["localhost", "127.0.0.1", "[::1]"]
+# The loopback names are always served: a container's health check asks for
+# http://127.0.0.1:8000/healthz whatever the public name, and a Host header naming the
+# loopback can only make links point at the client's own machine.
+ALLOWED_HOSTS = [
+    *env_list("ALLOWED_HOSTS", default=[]),
+    *LOOPBACK_HOSTS,
+]
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", default=[])
 CSRF_FAILURE_VIEW = "taps_project.errors.csrf_failure"
 

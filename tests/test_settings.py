@@ -88,6 +88,26 @@ def test_the_embedded_mode_makes_its_directories_with_a_secret_key_given(
     assert (var / "taps.sqlite3").is_file() and not (var / "secret_key").exists()
 
 
+def test_the_loopback_names_are_served_beside_the_allowed_hosts(tmp_path: Path) -> None:
+    # A container's health check asks for http://127.0.0.1:8000/healthz.
+    code = """
+from django.test import Client
+print(Client(HTTP_HOST="127.0.0.1:8000").get("/healthz").status_code)
+print(Client(HTTP_HOST="taps.example.com").get("/healthz").status_code)
+print(Client(HTTP_HOST="other.example.com").get("/healthz").status_code)
+"""
+    env = {"ALLOWED_HOSTS": "taps.example.com", "TAPS_HTTPS": "1", "TAPS_SQLITE_PATH": ":memory:"}
+    env["SECRET_KEY"] = PRODUCTION["SECRET_KEY"]
+
+    migrate = (
+        "from django.core.management import call_command\ncall_command('migrate', verbosity=0)\n"
+    )
+    result = run_django(migrate + code, env, tmp_path)
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["200", "200", "400"]
+
+
 def test_database_and_redis_urls_give_the_production_backends(tmp_path: Path) -> None:
     values = read_settings(PRODUCTION, tmp_path)
 

@@ -689,9 +689,7 @@ def test_a_files_taps_are_numbered_in_line_order_per_team(tags_csv: Path, tmp_pa
 
 
 @pytest.mark.django_db
-def test_only_a_teams_own_repeats_leave_gaps_in_its_numbers(
-    tags_csv: Path, tmp_path: Path
-) -> None:
+def test_only_a_teams_own_repeats_leave_gaps_in_its_numbers(tags_csv: Path, tmp_path: Path) -> None:
     taps = write_csv(
         tmp_path / "taps.csv",
         TAPS_HEADER,
