@@ -178,6 +178,39 @@ def test_check_deploy_is_clean_behind_tls(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
 
 
+def test_behind_tls_plain_http_is_redirected_in_json_keeping_the_method(
+    tmp_path: Path,
+) -> None:
+    code = """
+import json
+from django.test import Client
+client = Client(HTTP_HOST="localhost")
+for response in [
+    client.get("/v1/usage?x=1"),
+    client.post("/v1/taps", "[]", content_type="application/json"),
+    client.get("/v1/usage", HTTP_X_FORWARDED_PROTO="https"),
+    client.get("/healthz"),
+]:
+    print(json.dumps([response.status_code, response.get("Location"), response["Content-Type"]]))
+"""
+    env = {**PRODUCTION, "TAPS_HTTPS": "1"}
+    del env["DATABASE_URL"], env["REDIS_URL"]
+    migrate = (
+        "from django.core.management import call_command\ncall_command('migrate', verbosity=0)\n"
+    )
+
+    result = run_django(migrate + code, env, tmp_path)
+
+    assert result.returncode == 0, result.stderr
+    answers = [json.loads(line) for line in result.stdout.splitlines()]
+    assert answers == [
+        [301, "https://localhost/v1/usage?x=1", "application/json"],
+        [308, "https://localhost/v1/taps", "application/json"],
+        [401, None, "application/json"],
+        [200, None, "application/json"],
+    ]
+
+
 def test_without_taps_https_plain_http_is_served(tmp_path: Path) -> None:
     values = read_settings(PRODUCTION, tmp_path)
 
