@@ -24,6 +24,9 @@ def test_the_server_logs_no_key_a_client_put_in_a_url(caplog: pytest.LogCaptureF
         '%s - "WebSocket %s" [accepted]', "127.0.0.1:50001", "/ws/v1/taps?key=SECRET-TWO"
     )
 
+    # As Django logs a 404.
+    logging.getLogger("django.request").warning("Not Found: %s", "/v1/x;api_key=SECRET-THREE")
+
     assert "SECRET" not in caplog.text
     assert "?start=2024-01-01&api_key=[redacted]&end=2024-01-02" in caplog.text
     assert "/ws/v1/taps?key=[redacted]" in caplog.text
@@ -40,6 +43,11 @@ def test_the_server_logs_no_key_a_client_put_in_a_url(caplog: pytest.LogCaptureF
         ("/x?password=p&secret=s", "/x?password=[redacted]&secret=[redacted]"),
         ("/v1/analytics/taps?start=2024-01-01&tag=5", "/v1/analytics/taps?start=2024-01-01&tag=5"),
         ("/keys/are/fine/in/paths?monkey=1", "/keys/are/fine/in/paths?monkey=[redacted]"),
+        # Shaped like an issued key: under any name, a percent-encoded one, or in the path.
+        ("/ws/v1/taps?k=" + "AbCd1234." + "x" * 32, "/ws/v1/taps?k=[redacted]"),
+        ("/x?ke%79=" + "AbCd1234." + "x" * 32 + "&a=1", "/x?ke%79=[redacted]&a=1"),
+        ("/v1/analytics/taps;key=" + "AbCd1234." + "x" * 32, "/v1/analytics/taps;key=[redacted]"),
+        ("/x?tag=" + "1" * 8 + "." + "2" * 33, "/x?tag=" + "1" * 8 + "." + "2" * 33),
     ],
 )
 def test_secret_parameters_are_redacted_and_others_kept(path: str, expected: str) -> None:
