@@ -123,8 +123,18 @@ class TagsFilter(django_filters.Filter):
     field_class = TagsField
 
 
+class LimitField(forms.IntegerField):
+    """ASCII digits only: Django's field also reads 5.0, " 5", "1_0" and other scripts'
+    digits as numbers."""
+
+    def to_python(self, value: Any) -> int | None:
+        if value not in self.empty_values and not re.fullmatch(r"[0-9]+", str(value)):
+            raise forms.ValidationError(self.error_messages["invalid"], code="invalid")
+        return super().to_python(value)
+
+
 class LimitFilter(django_filters.Filter):
-    field_class = forms.IntegerField
+    field_class = LimitField
 
 
 def _choices(values: Any) -> list[tuple[str, str]]:

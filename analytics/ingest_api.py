@@ -1,5 +1,6 @@
 """``POST /v1/taps``: teams post batches of taps with an ingest key (SPEC 6.3)."""
 
+import re
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -28,10 +29,26 @@ MAX_BATCH = 1000
 MAX_FUTURE = timedelta(minutes=5)
 
 
+_DIGITS = re.compile(r"[0-9]+")
+
+
+class WholeNumberField(serializers.IntegerField):
+    """A JSON integer, or a string of ASCII digits. DRF's field also takes 5.0, 1e3,
+    "1_000", " 5" and other scripts' digits ("١"), reading each as some integer: for an
+    id, a retry could then skip a tap as a duplicate of another id."""
+
+    default_error_messages = {"invalid": "A whole number is required: digits only, such as 123."}
+
+    def to_internal_value(self, data: Any) -> int:
+        if not (type(data) is int or (isinstance(data, str) and _DIGITS.fullmatch(data))):
+            self.fail("invalid")
+        return int(super().to_internal_value(data))
+
+
 class TapInSerializer(serializers.Serializer):
-    id = serializers.IntegerField(min_value=1, max_value=MAX_BIGINT)
-    tag = serializers.IntegerField(min_value=1, max_value=MAX_BIGINT)
-    count = serializers.IntegerField(min_value=1, max_value=MAX_COUNT, default=1)
+    id = WholeNumberField(min_value=1, max_value=MAX_BIGINT)
+    tag = WholeNumberField(min_value=1, max_value=MAX_BIGINT)
+    count = WholeNumberField(min_value=1, max_value=MAX_COUNT, default=1)
     at = serializers.CharField(required=False, trim_whitespace=True, max_length=64)
 
     def validate_at(self, value: str) -> datetime:
@@ -69,8 +86,8 @@ def positioned(errors: Any) -> Any:
 
 # The id and tag of an item read alone, for the checks across items of a batch with
 # other problems.
-_ID = serializers.IntegerField(min_value=1, max_value=MAX_BIGINT)
-_TAG = serializers.IntegerField(min_value=1, max_value=MAX_BIGINT)
+_ID = WholeNumberField(min_value=1, max_value=MAX_BIGINT)
+_TAG = WholeNumberField(min_value=1, max_value=MAX_BIGINT)
 
 
 def _valid(field: serializers.Field, value: Any) -> Any:

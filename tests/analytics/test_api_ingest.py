@@ -127,6 +127,18 @@ BAD_ITEMS: list[tuple[str, Callable[[Tag, Tag], dict[str, Any]], str]] = [
     ("id over 64 bits", lambda tag, foreign: item(2**63, tag.uid), "id"),
     ("missing tag", lambda tag, foreign: {"id": 2}, "tag"),
     ("text id", lambda tag, foreign: item("two", tag.uid), "id"),
+    # Each would be read as another id (1, 1000, 5, 100000): a retry could skip a tap.
+    ("id in Arabic-Indic digits", lambda tag, foreign: item("\u0661", tag.uid), "id"),
+    ("id with an underscore", lambda tag, foreign: item("1_000", tag.uid), "id"),
+    ("id with a space", lambda tag, foreign: item(" 5", tag.uid), "id"),
+    ("id with a fraction", lambda tag, foreign: item(5.0, tag.uid), "id"),
+    ("id with an exponent", lambda tag, foreign: item(1e5, tag.uid), "id"),
+    ("count with a fraction", lambda tag, foreign: item(2, tag.uid, count="2.0"), "count"),
+    (
+        "tag with an underscore",
+        lambda tag, foreign: item(2, str(tag.uid)[:5] + "_" + str(tag.uid)[5:]),
+        "tag",
+    ),
 ]
 
 

@@ -82,6 +82,11 @@ BAD_QUERIES = [
         if name not in ("start", "end", "limit")
     ],
     (query_string(**{**GOOD, "group_by": "tag", "limit": " "}), "limit"),
+    # Django's field reads each of these as a number.
+    *[
+        (query_string(**{**GOOD, "group_by": "tag", "limit": limit}), "limit")
+        for limit in ["1.0", " 1", "1_0", "\u0661\u0660", "+5"]
+    ],
     (query_string(**{**GOOD, "start": ""}), "start"),
     # The host's own zone, which Debian lists beside the IANA names.
     (query_string(**{**GOOD, "tz": "localtime"}), "tz"),
