@@ -20,7 +20,7 @@ from analytics.throttling import (
     SpendBeforeScopeCheckMixin,
 )
 from taps_project.parameters import OneValuePerParameterMixin
-from taps_project.parsers import StrictJSONParser
+from taps_project.parsers import TapBatchJSONParser
 from teams.auth import TeamAuth
 from teams.models import MAX_BIGINT, Scope
 
@@ -185,7 +185,7 @@ class TapIngestView(
 
     required_scope = Scope.INGEST
     throttle_classes = [IngestRateThrottle]
-    parser_classes = [StrictJSONParser]
+    parser_classes = [TapBatchJSONParser]
 
     @extend_schema(
         summary="Post taps (ingest key)",

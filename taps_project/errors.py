@@ -5,7 +5,8 @@ from collections.abc import Callable
 from functools import wraps
 from typing import Any
 
-from django.core.exceptions import DisallowedHost, RequestDataTooBig
+from django.conf import settings
+from django.core.exceptions import DisallowedHost, RequestDataTooBig, TooManyFieldsSent
 from django.db import DataError, OperationalError
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
@@ -29,6 +30,19 @@ def bad_request(request: HttpRequest, exception: Exception | None = None) -> Jso
                 "send one of its own (its operator lists them in ALLOWED_HOSTS)."
             },
             status=400,
+        )
+    if isinstance(exception, TooManyFieldsSent):
+        return JsonResponse(
+            {
+                "detail": f"The request has more than {settings.DATA_UPLOAD_MAX_NUMBER_FIELDS} "
+                "query parameters or form fields; send fewer."
+            },
+            status=400,
+        )
+    if isinstance(exception, RequestDataTooBig):
+        return JsonResponse(
+            {"detail": "The request body is over the size this page takes; send less."},
+            status=413,
         )
     return JsonResponse({"detail": "Bad request."}, status=400)
 

@@ -326,6 +326,9 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # SPEC 6: a body over 1 MiB is refused (413, mapped in taps_project.errors).
 DATA_UPLOAD_MAX_MEMORY_SIZE = 1024 * 1024
+# Room for the 1000 tags a query may name (analytics.filters.MAX_TAGS) beside the other
+# parameters, so that the tag limit's own message is the one a client meets.
+DATA_UPLOAD_MAX_NUMBER_FIELDS = 1100
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["teams.auth.TeamAPIKeyAuthentication"],
@@ -358,7 +361,10 @@ LOGGING = {
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "filters": {"refused_host": {"()": "taps_project.quiet_logs.RefusedHostAsWarning"}},
-    "loggers": {"django.security.DisallowedHost": {"filters": ["refused_host"]}},
+    "filters": {"client_mistake": {"()": "taps_project.quiet_logs.ClientMistakeAsWarning"}},
+    "loggers": {
+        f"django.security.{name}": {"filters": ["client_mistake"]}
+        for name in ("DisallowedHost", "TooManyFieldsSent", "RequestDataTooBig")
+    },
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO").upper()},
 }

@@ -1,5 +1,6 @@
 """Hostile input never yields a 500, and a bad parameter gets a 400 that names it."""
 
+import gzip
 from typing import Any
 from urllib.parse import quote
 
@@ -271,3 +272,77 @@ def test_a_form_refused_for_csrf_gets_json() -> None:
     assert response.status_code == 403
     assert response["Content-Type"] == "application/json"
     assert response.json()["detail"].startswith("CSRF verification failed: ")
+
+
+@pytest.mark.parametrize(
+    ("headers", "body", "status", "says"),
+    [
+        (
+            {},
+            b'{"startDate":"2023-01-01","startDate":"2023-02-01","endDate":"2023-03-01"}',
+            400,
+            '"startDate" twice',
+        ),
+        (
+            {},
+            b'{"startDate":"2023-01-01","endDate":"2023-01-02","x":' + b"9" * 5000 + b"}",
+            400,
+            "more than 4300 digits",
+        ),
+        (
+            {"HTTP_CONTENT_ENCODING": "gzip"},
+            gzip.compress(b'{"startDate":"2023-01-01"}'),
+            415,
+            "Content-Encoding 'gzip'",
+        ),
+        (
+            {"HTTP_CONTENT_ENCODING": "br"},
+            b'{"startDate":"2023-01-01","endDate":"2023-01-02"}',
+            415,
+            "uncompressed",
+        ),
+    ],
+    ids=["repeated key", "huge number", "gzip", "labelled br"],
+)
+def test_a_seed_body_that_cannot_be_read_as_meant_is_refused_saying_why(
+    headers: dict[str, str], body: bytes, status: int, says: str, read_key: IssuedKey
+) -> None:
+    response = Client().generic(
+        "POST",
+        "/v1/api/tap/analytics",
+        body,
+        content_type="application/json",
+        HTTP_X_API_KEY=read_key.plaintext,
+        **headers,
+    )
+
+    assert response.status_code == status, response.content[:300]
+    assert says in response.json()["detail"]
+    assert "sys.set_int_max_str_digits" not in response.json()["detail"]
+
+
+def test_too_many_tags_or_parameters_get_a_400_that_says_so(
+    read_key: IssuedKey, caplog: pytest.LogCaptureFixture
+) -> None:
+    tags = "&".join(f"tag={1000000000 + n}" for n in range(1001))
+    many = "&".join(f"p{n}=1" for n in range(1200))
+
+    too_many_tags = Client().get(
+        f"{URL}?{query_string(**GOOD)}&{tags}", HTTP_X_API_KEY=read_key.plaintext
+    )
+    too_many_parameters = Client().get(f"{URL}?{many}", HTTP_X_API_KEY=read_key.plaintext)
+
+    assert too_many_tags.status_code == 400
+    assert too_many_tags.json() == {"tag": ["Give at most 1000 tags."]}
+    assert too_many_parameters.status_code == 400
+    assert "more than 1100 query parameters" in too_many_parameters.json()["detail"]
+    assert "Traceback" not in caplog.text
+
+
+def test_an_admin_form_over_the_size_limit_is_a_413(db: None) -> None:
+    response = Client().post(
+        "/admin/login/", {"username": "x" * (2 * MIB), "password": "y"}, HTTP_HOST="localhost"
+    )
+
+    assert response.status_code == 413
+    assert response["Content-Type"] == "application/json"
