@@ -5,6 +5,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 
 from taps_project.errors import get_only
+from teams.models import time_zone_names
 
 # The page loads only its own script and style and talks only to this origin (REST and
 # websocket); the key it holds cannot be sent anywhere else by injected markup.
@@ -16,7 +17,10 @@ CONTENT_SECURITY_POLICY = (
 
 @get_only
 def dashboard(request: HttpRequest) -> HttpResponse:
-    response = render(request, "analytics/dashboard.html")
+    # The zones the API takes, by their current IANA names: the browser's own list
+    # (Intl.supportedValuesOf) has ICU's older ones, Asia/Calcutta but not Asia/Kolkata.
+    zones = sorted(time_zone_names() - {"UTC"})
+    response = render(request, "analytics/dashboard.html", {"zones": zones})
     response["Content-Security-Policy"] = CONTENT_SECURITY_POLICY
     # The page is the same for everyone; the key never reaches the server in the URL.
     response["Referrer-Policy"] = "no-referrer"

@@ -79,7 +79,13 @@ def test_the_dashboard_charts_the_api_total_and_shows_a_new_tap_live(
         query = urlencode({"start": start, "end": end, "interval": "day", "tz": "UTC"})
         expected = api(server, f"/v1/analytics/taps?{query}", read_key)["total"]
         page = chromium.new_page(timezone_id="UTC")
+        console_errors: list[str] = []
+        page.on(
+            "console",
+            lambda message: message.type == "error" and console_errors.append(message.text),
+        )
         page.goto(server + "/dashboard/")
+        zones = page.locator("#tz option").all_text_contents()
         page.fill("#start", start)
         page.fill("#end", end)
         page.select_option("#tz", "UTC")
@@ -98,7 +104,16 @@ def test_the_dashboard_charts_the_api_total_and_shows_a_new_tap_live(
         page.screenshot(path=str(tmp_path / "dashboard.png"), full_page=True)
         in_url = read_key.plaintext in page.url
 
+        # Forgetting the key leaves nothing of the team's taps on screen.
+        page.click("#forget")
+        expect(page.locator("#total")).to_have_text("–", timeout=10_000)
+        after_forget = (page.locator("#chart rect").count(), page.locator("#feed li").count())
+
     assert expected == sum(n for n in range(1, 8))
+    assert after_forget == (0, 0)
+    # The API's zone names, current ones included (Chromium's own list has Asia/Calcutta).
+    assert zones[:2] == ["team's zone", "UTC"] and "Asia/Kolkata" in zones
+    assert console_errors == []
     assert shown == str(expected)
     assert bars == 7
     assert answer == {"accepted": 1, "duplicates": 0}

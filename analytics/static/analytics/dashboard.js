@@ -39,7 +39,23 @@ function isoDate(date) {
 
 // ---- the key -------------------------------------------------------------------------
 
+// Nothing of an answer stays on screen once it no longer holds: after "Forget key",
+// another key, a refused key or a failed query, the chart would show another team's or
+// another range's taps under the new settings.
+function clearAnswer() {
+  state.answer = null;
+  $("chart").replaceChildren();
+  $("total").textContent = "–";
+  $("range-label").textContent = "";
+  $("budget").textContent = "";
+  $("current-period").hidden = true;
+  $("empty").hidden = true;
+  $("gap").hidden = true;
+}
+
 function useKey(key) {
+  clearAnswer();
+  $("feed").replaceChildren();
   state.key = key;
   sessionStorage.setItem(KEY_STORAGE, key);
   $("key").value = "";
@@ -60,6 +76,9 @@ function forgetKey() {
   $("load").disabled = true;
   $("team").textContent = "";
   setLiveStatus("not connected");
+  clearAnswer();
+  $("feed").replaceChildren();
+  showMessage("");
 }
 
 // ---- the chart -----------------------------------------------------------------------
@@ -133,10 +152,14 @@ async function loadChart() {
     return;
   }
   if (response.status === 401 || response.status === 403) {
+    clearAnswer();
+    $("team").textContent = "";
     showMessage(`Key rejected: ${describeError(response.status, body)}`);
     return;
   }
   if (!response.ok || !body) {
+    clearAnswer();
+    showBudget(response);
     showMessage(describeError(response.status, body));
     return;
   }
@@ -323,18 +346,7 @@ function addToFeed(tap) {
 
 // ---- wiring --------------------------------------------------------------------------
 
-function fillTimeZones() {
-  const select = $("tz");
-  const zones = typeof Intl.supportedValuesOf === "function" ? Intl.supportedValuesOf("timeZone") : [];
-  for (const zone of ["UTC", ...zones.filter((zone) => zone !== "UTC")]) {
-    const option = document.createElement("option");
-    option.value = option.textContent = zone;
-    select.appendChild(option);
-  }
-}
-
 function start() {
-  fillTimeZones();
   const today = new Date();
   const weekAgo = new Date(today.getTime() - 6 * 86400000);
   $("start").value = isoDate(weekAgo);
