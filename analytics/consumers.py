@@ -67,8 +67,11 @@ class TapsConsumer(AsyncWebsocketConsumer):
         try:
             plaintext, after = parse_auth(text_data)
             api_key = await database_sync_to_async(resolve_key)(plaintext)
-        except (BadAuthMessage, KeyRejected):
-            await self.close(code=CLOSE_UNAUTHENTICATED)
+        except (BadAuthMessage, KeyRejected) as refusal:
+            # Both messages are safe to show (neither holds the key); a close reason has
+            # room for 123 bytes.
+            reason = str(refusal).encode()[:123].decode(errors="ignore")
+            await self.close(code=CLOSE_UNAUTHENTICATED, reason=reason)
             return
         if api_key.scope != Scope.READ:
             await self.close(code=CLOSE_UNAUTHENTICATED, reason=WRONG_SCOPE_REASON)

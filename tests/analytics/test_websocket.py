@@ -173,6 +173,26 @@ def test_a_bad_first_message_closes_with_4001(db: None, first_message: Any) -> N
     assert close_code_after(first_message) == 4001
 
 
+@pytest.mark.parametrize(
+    ("first_message", "reason"),
+    [
+        ({"type": "auth", "key": "nope.nope"}, "Invalid API key."),
+        ({"type": "auth", "key": "x", "after": -1}, "after must be a seq (a whole number from 0)"),
+        ("not json", "not JSON"),
+    ],
+)
+def test_a_refused_first_message_is_told_why(db: None, first_message: Any, reason: str) -> None:
+    async def scenario() -> dict[str, Any]:
+        socket = await open_socket()
+        text = first_message if isinstance(first_message, str) else json.dumps(first_message)
+        await socket.send_to(text_data=text)
+        return await socket.receive_output(timeout=5)
+
+    closed = run(scenario)
+
+    assert (closed["type"], closed["code"], closed["reason"]) == ("websocket.close", 4001, reason)
+
+
 def test_a_revoked_key_closes_with_4001(read_key: IssuedKey) -> None:
     revoke_key(read_key.api_key.prefix)
 
