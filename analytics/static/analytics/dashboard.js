@@ -308,7 +308,7 @@ function openSocket() {
     if (event.code === 4001) {
       const why = event.reason || "the key was refused (bad, revoked or expired)";
       setLiveStatus("live feed closed", "closed");
-      showMessage(`Live feed closed: ${why}.`);
+      showMessage(`Live feed closed: ${why.replace(/\.$/, "")}.`);
       return;
     }
     const seconds = Math.round(state.retryDelay / 1000);
