@@ -690,7 +690,7 @@ def store_tap_batch(
             problems += _taps_not_owned(cursor)
         if result.duplicates and (result.accepted or file_has_stored):
             # Only ids this file has stored can be repeats; a rerun skips this.
-            repeats = _repeated_ids(cursor)
+            repeats = _repeated_ids(cursor, number)
             result.duplicates -= len(repeats)
             problems += repeats
     return StoredBatch(result, problems, ranges)
@@ -891,12 +891,13 @@ def _taps_not_owned(cursor: CursorWrapper) -> list[Problem]:
     ]
 
 
-def _repeated_ids(cursor: CursorWrapper) -> list[Problem]:
+def _repeated_ids(cursor: CursorWrapper, batch: int) -> list[Problem]:
     """Staged taps not stored because this file stored their id first, with that line.
 
-    The tap stored under a staged tap's id has a seq; if it falls in a range of this file,
-    the range's lines give the line that stored it: the staged tap's own, or an earlier
-    one that gave the same id. Outside every range, the id was stored before the file.
+    A staged tap was stored iff the tap under its id has the tap's own number: the
+    team's range in this batch plus its rank among the team's staged taps. If not, and
+    that seq falls in a range of this file, the range's lines give the line that stored
+    it; outside every range, the id was stored before the file.
     """
     if connection.vendor == "postgresql":
         line_of_seq = "split_part(r.lines, ',', (a.seq - r.after)::integer)::bigint"
@@ -904,16 +905,22 @@ def _repeated_ids(cursor: CursorWrapper) -> list[Problem]:
         line_of_seq = "json_extract(r.lines, '$[' || (a.seq - r.after - 1) || ']')"
     cursor.execute(
         f"""SELECT line, tap_id, first_line FROM (
-                SELECT s.line, s.tap_id, (
+                SELECT n.line, n.tap_id, (
                     SELECT {line_of_seq} FROM load_ranges r
                     WHERE r.team_id = a.team_id AND r.last >= a.seq AND r.after < a.seq
                     ORDER BY r.last LIMIT 1
                 ) AS first_line
-                FROM {STAGE_TABLE} s {OWNED_JOIN}
-                JOIN analytics_tap a ON a.team_id = t.team_id AND a.tap_id = s.tap_id
+                FROM (
+                    SELECT s.line, s.tap_id, t.team_id,
+                           row_number() OVER (PARTITION BY t.team_id ORDER BY s.line) AS nth
+                    FROM {STAGE_TABLE} s {OWNED_JOIN}
+                ) AS n
+                JOIN load_ranges cur ON cur.batch = %s AND cur.team_id = n.team_id
+                JOIN analytics_tap a ON a.team_id = n.team_id AND a.tap_id = n.tap_id
+                WHERE a.seq <> cur.after + n.nth
             ) AS found
-            WHERE first_line <> line""",
-        [],
+            WHERE first_line IS NOT NULL""",
+        [batch],
     )
     return [
         Problem(line, f"duplicate id {tap_id}: line {first_line} has the same id")
