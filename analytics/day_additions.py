@@ -32,6 +32,7 @@ from analytics.rollup import (
     unpack_minutes,
     unpack_tag_cells,
 )
+from taps_project.sql import array_literal
 
 MINUTES_PER_DAY = 1440
 EPOCH = date(1970, 1, 1)
@@ -151,12 +152,6 @@ _WRITE_SQL = (
 )
 
 
-def _array(values: Iterable[Any]) -> str:
-    """A PostgreSQL array literal of numbers or dates: psycopg adapts a list parameter
-    element by element in Python, which cost more than the statement it fed."""
-    return "{" + ",".join(map(str, values)) + "}"
-
-
 class _Days:
     """The (team, UTC day) pairs a batch's taps fall on, numbered 0.. in order."""
 
@@ -177,7 +172,7 @@ class _Days:
                     f"""WITH touched AS (
                             SELECT * FROM unnest(%s::bigint[], %s::date[]) AS k(team_id, day)
                         ) {_STORED_SQL}""",
-                    [_array(self.teams), _array(self.days)],
+                    [array_literal(self.teams), array_literal(self.days)],
                     binary=True,
                 )
                 rows = cursor.fetchall()
@@ -213,12 +208,12 @@ class _Days:
                 _WRITE_SQL,
                 [
                     b"".join(value for _, values in written for value in values),
-                    _array(number for number in range(len(LEVELS)) for _ in self.teams),
-                    _array(self.teams * len(LEVELS)),
-                    _array(self.days * len(LEVELS)),
-                    _array(total for taps, _ in written for total in taps),
-                    _array(starts),
-                    _array(sizes),
+                    array_literal(number for number in range(len(LEVELS)) for _ in self.teams),
+                    array_literal(self.teams * len(LEVELS)),
+                    array_literal(self.days * len(LEVELS)),
+                    array_literal(total for taps, _ in written for total in taps),
+                    array_literal(starts),
+                    array_literal(sizes),
                 ],
             )
 

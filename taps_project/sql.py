@@ -1,5 +1,8 @@
 """Quoted names for the few statements composed by hand, once, for the hottest paths."""
 
+from collections.abc import Iterable
+from typing import Any
+
 from django.db import connection, models
 
 
@@ -18,3 +21,9 @@ def column(model: type[models.Model], name: str) -> str:
 def columns(model: type[models.Model], alias: str) -> list[str]:
     """Every concrete column, in the order ``Model.from_db`` takes them."""
     return [f"{alias}.{column(model, field.name)}" for field in model._meta.concrete_fields]
+
+
+def array_literal(values: Iterable[Any]) -> str:
+    """A PostgreSQL array literal of numbers or dates: psycopg adapts a list parameter
+    element by element in Python, which cost more than the statement it fed."""
+    return "{" + ",".join(map(str, values)) + "}"
