@@ -28,6 +28,7 @@ from analytics.rollup import (
     QUARTERS_PER_DAY,
     TAG_DAY_LEVEL,
     TEAM_DAY_LEVEL,
+    pack_tag_days,
     sum_by,
     unpack_minutes,
     unpack_tag_cells,
@@ -130,7 +131,7 @@ def _packed_by_group(
 
 LEVELS = (TEAM_DAY_LEVEL, TAG_DAY_LEVEL, MINUTE_DAY_LEVEL)
 _STORED_SQL = " UNION ALL ".join(
-    f"SELECT {number}, l.team_id, l.day, l.{level.column} FROM {level.model._meta.db_table} l "
+    f"SELECT {number}, l.team_id, l.day, {level.stored_sql} FROM {level.model._meta.db_table} l "
     "JOIN touched USING (team_id, day)"
     for number, level in enumerate(LEVELS)
 )
@@ -142,10 +143,15 @@ _WRITE_SQL = (
     ), """
     + ", ".join(
         f"""written_{number} AS (
-        INSERT INTO {level.model._meta.db_table} AS l (team_id, day, taps, {level.column})
-        SELECT team_id, day, taps, value FROM written WHERE level = {number}
+        INSERT INTO {level.model._meta.db_table} AS l (team_id, day, taps, {
+            ", ".join(level.columns)
+        })
+        SELECT team_id, day, taps, {level.split_sql.format(value="value")}
+        FROM written WHERE level = {number}
         ON CONFLICT (team_id, day) DO UPDATE
-        SET taps = EXCLUDED.taps, {level.column} = EXCLUDED.{level.column})"""
+        SET taps = EXCLUDED.taps, {
+            ", ".join(f"{column} = EXCLUDED.{column}" for column in level.columns)
+        })"""
         for number, level in enumerate(LEVELS)
     )
     + " SELECT 1"
@@ -183,8 +189,8 @@ class _Days:
                     days = [day for t, day in zip(self.teams, self.days, strict=True) if t == team]
                     found = level.model.objects.filter(team_id=team, day__in=days)
                     rows += [
-                        (number, team, day, value)
-                        for day, value in found.values_list("day", level.column)
+                        (number, team, day, level.joined(columns))
+                        for day, *columns in found.values_list("day", *level.columns)
                     ]
         by_level: list[list[tuple[int, bytes | memoryview]]] = [[] for _ in LEVELS]
         for number, team, day, value in rows:
@@ -263,9 +269,7 @@ def _tag_days(
     groups, (tags, quarters), counts = _distinct_sums(
         *_with_stored(groups, [tags, quarters], counts, unpacked)
     )
-    return _packed_by_group(
-        groups, [tags.astype(">i8"), counts.astype(">i8"), quarters.astype("u1")], counts, size
-    )
+    return pack_tag_days(groups, tags, quarters, counts, size)
 
 
 def _minute_days(

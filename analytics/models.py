@@ -127,15 +127,17 @@ class TeamDay(DayLevel):
 
 
 class TagDay(DayLevel):
-    """A team's taps by tag over one UTC day: every (tag, quarter hour) with taps, packed
-    as columns in ``cells`` (``analytics.rollup.pack_tag_cells``).
+    """A team's taps by tag over one UTC day: each tag's taps over the day in ``tags``,
+    and every (tag, quarter hour) with taps in ``cells``, packed as columns
+    (``analytics.rollup.pack_tag_cells``).
 
     Kept by the write path for every day a batch touches (``analytics.day_additions``;
     ``rebuild_rollup`` builds it from the day's raw taps). A month of a team with
-    thousands of tags is 31 rows of bytes that NumPy sums by tag and bucket, instead of
-    100,000 rows.
+    thousands of tags is 31 rows of bytes instead of 100,000 rows: the tags are ranked
+    from ``tags``, and only the shown tags' cells are read.
     """
 
+    tags = models.BinaryField()
     cells = models.BinaryField()
 
     def __str__(self) -> str:

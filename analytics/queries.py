@@ -588,8 +588,8 @@ def _tag_day_cells(
     columns: list[tuple[Any, Any, Any]] = []
     day_offsets = []
     rows = TagDay.objects.filter(team=team, day__gte=first, day__lte=last)
-    for day, cells in _binary_rows(rows.values_list("day", "cells")):
-        columns.append(unpack_tag_cells(cells))
+    for day, directory, cells in _binary_rows(rows.values_list("day", "tags", "cells")):
+        columns.append(unpack_tag_cells(bytes(directory) + bytes(cells)))
         day_offsets.append((day - first).days * QUARTERS_PER_DAY)
     if not columns:
         empty = np.zeros(0, dtype=np.int64)

@@ -48,32 +48,110 @@ def taps_before_quarter(quarters: bytes | memoryview, quarter: int) -> int:
     return _TAPS.unpack_from(quarters, 8 * (quarter - 1))[0] if quarter else 0
 
 
-def pack_tag_cells(tags: Sequence[int], counts: Sequence[int], quarters: Sequence[int]) -> bytes:
-    """A day's (tag, quarter hour, taps) cells as ``TagDay.cells`` stores them, ordered by
-    tag and quarter: the tags, then the taps (big-endian 64-bit integers, as PostgreSQL's
-    ``int8send`` writes them), then the quarters (bytes).
+# A tag day is stored in two columns. ``tags``, the day's directory: the number of tags,
+# then, ordered by tag, each tag, its taps over the day and where its cells end (the
+# index after its last cell). ``cells``: every (tag, quarter hour) with taps, ordered by
+# tag and quarter, as the taps (big-endian 64-bit integers, as PostgreSQL's ``int8send``
+# writes them) then the quarters (bytes); a cell's tag is the directory's.
+_TAG_COUNT = struct.Struct(">i")
+TAG_ENTRY_SIZE = 20
+TAG_CELL_SIZE = 9
 
-    Ordered by tag, a month of days is a few dozen sorted runs, which a stable sort
-    merges (``analytics.queries._TagCells``): a busy month's tags were indexed in 16 ms
-    when the cells were ordered by quarter, in 6 ms ordered by tag.
+
+def pack_tag_cells(tags: Sequence[int], counts: Sequence[int], quarters: Sequence[int]) -> bytes:
+    """A day's (tag, quarter hour, taps) cells, each (tag, quarter) once, as ``TagDay``
+    stores them: its ``tags`` column followed by its ``cells`` column.
+
+    The directory lets a month with ``group_by=tag`` rank the tags from a few hundred
+    totals a day and read the cells of the tags it shows only; ordered by tag, a
+    month's cells are a few dozen sorted runs, which a stable sort merges
+    (``analytics.queries._TagCells``).
     """
     tag_array = np.asarray(tags, dtype=np.int64)
     quarter_array = np.asarray(quarters, dtype=np.int64)
     order = np.lexsort((quarter_array, tag_array))
+    groups = np.zeros(len(order), dtype=np.int64)
+    count_array = np.asarray(counts, dtype=np.int64)[order]
+    return pack_tag_days(groups, tag_array[order], quarter_array[order], count_array, 1)[1][0]
+
+
+def pack_tag_days(
+    groups: Any, tags: Any, quarters: Any, counts: Any, size: int
+) -> tuple[list[int], list[bytes]]:
+    """Each of ``size`` days' taps and packed tags (as ``pack_tag_cells``), from int64
+    cells sorted by day (``groups``, 0 to ``size - 1``), tag and quarter, each (day,
+    tag, quarter) once; a day without cells is packed as an empty directory."""
+    cells = len(groups)
+    first_of_tag = np.empty(cells, dtype=bool)
+    first_of_tag[:1] = True
+    first_of_tag[1:] = (groups[1:] != groups[:-1]) | (tags[1:] != tags[:-1])
+    tag_starts = np.flatnonzero(first_of_tag)
+    tag_groups = groups[tag_starts]
+    cell_bounds = np.searchsorted(groups, np.arange(size + 1))
+    tag_bounds = np.searchsorted(tag_groups, np.arange(size + 1)).tolist()
+    ends = np.append(tag_starts[1:], cells) - cell_bounds[tag_groups]
+    tag_totals = np.add.reduceat(counts, tag_starts) if cells else counts
+    directory = (
+        tags[tag_starts].astype(">i8"),
+        tag_totals.astype(">i8"),
+        ends.astype(">i4"),
+    )
+    cell_columns = (counts.astype(">i8"), quarters.astype("u1"))
+    cell_bounds = cell_bounds.tolist()
+    values = [
+        _TAG_COUNT.pack(tag_end - tag_start)
+        + b"".join(column[tag_start:tag_end].tobytes() for column in directory)
+        + b"".join(column[cell_start:cell_end].tobytes() for column in cell_columns)
+        for tag_start, tag_end, cell_start, cell_end in zip(
+            tag_bounds[:-1], tag_bounds[1:], cell_bounds[:-1], cell_bounds[1:], strict=True
+        )
+    ]
+    return sum_by(groups, counts, size).tolist(), values
+
+
+def tag_directory_size(packed: bytes | memoryview) -> int:
+    """The length of the ``tags`` column at the start of ``packed``."""
+    return _TAG_COUNT.size + TAG_ENTRY_SIZE * _TAG_COUNT.unpack_from(packed)[0]
+
+
+# ``split_tag_day`` in SQL: the directory's length from its first four bytes.
+_TAG_DIRECTORY_SIZE_SQL = (
+    f"({_TAG_COUNT.size} + {TAG_ENTRY_SIZE} * ((get_byte({{value}}, 0) << 24) "
+    "| (get_byte({value}, 1) << 16) | (get_byte({value}, 2) << 8) | get_byte({value}, 3)))"
+)
+_SPLIT_TAG_DAY_SQL = (
+    f"substring({{value}} FROM 1 FOR {_TAG_DIRECTORY_SIZE_SQL}), "
+    f"substring({{value}} FROM {_TAG_DIRECTORY_SIZE_SQL} + 1)"
+)
+
+
+def split_tag_day(packed: bytes) -> tuple[bytes, bytes]:
+    """A packed tag day as its ``tags`` and ``cells`` columns."""
+    size = tag_directory_size(packed)
+    return packed[:size], packed[size:]
+
+
+def unpack_tag_directory(tags: bytes | memoryview) -> tuple[Any, Any, Any]:
+    """The ``(tags, taps, cell ends)`` arrays of a day's directory (a ``tags`` column, or
+    a packed day, which starts with it)."""
+    size = _TAG_COUNT.unpack_from(tags)[0]
+    start = _TAG_COUNT.size
     return (
-        tag_array[order].astype(">i8").tobytes()
-        + np.asarray(counts, dtype=np.int64)[order].astype(">i8").tobytes()
-        + quarter_array[order].astype("u1").tobytes()
+        np.frombuffer(tags, dtype=">i8", count=size, offset=start),
+        np.frombuffer(tags, dtype=">i8", count=size, offset=start + 8 * size),
+        np.frombuffer(tags, dtype=">i4", count=size, offset=start + 16 * size),
     )
 
 
-def unpack_tag_cells(cells: bytes | memoryview) -> tuple[Any, Any, Any]:
-    """The ``(tags, taps, quarters)`` arrays of a packed day."""
-    size = len(cells) // 17
+def unpack_tag_cells(packed: bytes | memoryview) -> tuple[Any, Any, Any]:
+    """The ``(tags, taps, quarters)`` int64 arrays of a packed day's cells."""
+    tags, _, ends = unpack_tag_directory(packed)
+    cells = memoryview(packed)[tag_directory_size(packed) :]
+    size = len(cells) // TAG_CELL_SIZE
     return (
-        np.frombuffer(cells, dtype=">i8", count=size),
-        np.frombuffer(cells, dtype=">i8", count=size, offset=8 * size),
-        np.frombuffer(cells, dtype="u1", count=size, offset=16 * size),
+        np.repeat(tags.astype(np.int64), np.diff(ends, prepend=0)),
+        np.frombuffer(cells, dtype=">i8", count=size).astype(np.int64),
+        np.frombuffer(cells, dtype="u1", count=size, offset=8 * size).astype(np.int64),
     )
 
 
@@ -199,11 +277,24 @@ class _DayLevel:
 
     name: str
     model: Any
-    column: str
+    columns: tuple[str, ...]
     quarters: Callable[[], QuerySet[Any]]
     time_field: str
     build: Callable[[Iterable[Any]], Iterator[tuple[int, date, int, bytes]]]
     empty: bytes
+    # A packed day is its columns' values one after the other; these cut it apart, in
+    # Python and in PostgreSQL's SQL (from the packed value ``{value}``).
+    split: Callable[[bytes], tuple[bytes, ...]] = lambda packed: (packed,)
+    split_sql: str = "{value}"
+
+    @property
+    def stored_sql(self) -> str:
+        """A stored row's packed day, on PostgreSQL, from its row ``l``."""
+        return " || ".join(f"l.{column}" for column in self.columns)
+
+    def joined(self, values: Sequence[bytes | memoryview]) -> bytes:
+        """A packed day from its columns' values, as the ORM reads them."""
+        return b"".join(bytes(value) for value in values)
 
     def fine_rows(
         self,
@@ -235,12 +326,17 @@ class _DayLevel:
         return rows.iterator()
 
     def write(self, days: Iterable[tuple[int, date, int, bytes]]) -> int:
-        sql = f"""INSERT INTO {self.model._meta.db_table} (team_id, day, taps, {self.column})
-                  VALUES (%s, %s, %s, %s)
+        updates = ", ".join(f"{column} = excluded.{column}" for column in self.columns)
+        sql = f"""INSERT INTO {self.model._meta.db_table} (team_id, day, taps, {
+            ", ".join(self.columns)
+        })
+                  VALUES (%s, %s, %s, {", ".join(["%s"] * len(self.columns))})
                   ON CONFLICT (team_id, day) DO UPDATE
-                  SET taps = excluded.taps, {self.column} = excluded.{self.column}"""
+                  SET taps = excluded.taps, {updates}"""
         adapt = connection.ops.adapt_datefield_value
-        rows = [(team_id, adapt(day), taps, packed) for team_id, day, taps, packed in days]
+        rows = [
+            (team_id, adapt(day), taps, *self.split(packed)) for team_id, day, taps, packed in days
+        ]
         with connection.cursor() as cursor:
             for chunk_start in range(0, len(rows), 1000):
                 cursor.executemany(sql, rows[chunk_start : chunk_start + 1000])
@@ -248,13 +344,21 @@ class _DayLevel:
 
 
 TEAM_DAY_LEVEL = _DayLevel(
-    "day", TeamDay, "quarters", _team_quarters, "bucket", team_day_levels, _EMPTY_DAY
+    "day", TeamDay, ("quarters",), _team_quarters, "bucket", team_day_levels, _EMPTY_DAY
 )
 TAG_DAY_LEVEL = _DayLevel(
-    "tag day", TagDay, "cells", _tag_quarters, "created_at", tag_day_levels, b""
+    "tag day",
+    TagDay,
+    ("tags", "cells"),
+    _tag_quarters,
+    "created_at",
+    tag_day_levels,
+    _TAG_COUNT.pack(0),
+    split_tag_day,
+    _SPLIT_TAG_DAY_SQL,
 )
 MINUTE_DAY_LEVEL = _DayLevel(
-    "minute day", MinuteDay, "minutes", _team_minutes, "created_at", minute_day_levels, b""
+    "minute day", MinuteDay, ("minutes",), _team_minutes, "created_at", minute_day_levels, b""
 )
 DAY_LEVELS = (TEAM_DAY_LEVEL, TAG_DAY_LEVEL, MINUTE_DAY_LEVEL)
 
@@ -308,11 +412,29 @@ _REFRESH_TEAM_DAYS_SQL = """
 _QUARTER_SQL = """(date_part('hour', {0} AT TIME ZONE 'UTC') * 4
                   + floor(date_part('minute', {0} AT TIME ZONE 'UTC') / 15))::int"""
 
-# A day's (tag_id, quarter, taps) rows packed as ``pack_tag_cells`` packs them.
-_PACKED_CELLS_SQL = """string_agg(int8send(tag_id), ''::bytea ORDER BY tag_id, quarter)
-           || string_agg(int8send(taps), ''::bytea ORDER BY tag_id, quarter)
-           || string_agg(set_byte('\\x00'::bytea, 0, quarter), ''::bytea
-                         ORDER BY tag_id, quarter)"""
+
+# Each day's (tag_id, quarter, taps) cells of ``fine`` packed as ``pack_tag_cells``
+# packs them: a day without taps keeps an empty directory.
+_PACKED_TAG_DAYS_SQL = """
+    SELECT team_id, day, coalesce(sum(taps), 0),
+           int4send(count(tag_id)::int)
+               || coalesce(string_agg(int8send(tag_id), ''::bytea ORDER BY tag_id)
+                           || string_agg(int8send(taps::bigint), ''::bytea ORDER BY tag_id)
+                           || string_agg(int4send(cells_end::int), ''::bytea ORDER BY tag_id),
+                           ''::bytea),
+           coalesce(string_agg(cell_taps, ''::bytea ORDER BY tag_id)
+                    || string_agg(cell_quarters, ''::bytea ORDER BY tag_id), ''::bytea)
+    FROM (
+        SELECT *, sum(cells) OVER (PARTITION BY team_id, day ORDER BY tag_id) AS cells_end
+        FROM (
+            SELECT team_id, day, tag_id, sum(taps) AS taps, count(taps) AS cells,
+                   string_agg(int8send(taps), ''::bytea ORDER BY quarter) AS cell_taps,
+                   string_agg(set_byte('\\x00'::bytea, 0, quarter), ''::bytea ORDER BY quarter)
+                       AS cell_quarters
+            FROM fine GROUP BY team_id, day, tag_id
+        ) AS by_tag
+    ) AS ended
+    GROUP BY team_id, day"""
 
 # The minute of its UTC day that the instant ``{0}`` falls in, and a day's (minute, taps)
 # rows packed as ``pack_minutes`` packs them.
@@ -324,12 +446,13 @@ _PACKED_MINUTES_SQL = """string_agg(int2send(minute::smallint), ''::bytea ORDER 
 
 @dataclass(frozen=True)
 class _CellLevel:
-    """A day level of packed cells built from raw taps: its table and column, the cell's
-    key columns with their SQL over a tap ``t``, and the packing."""
+    """A day level of packed cells built from raw taps: its table, the cell's key
+    columns with their SQL over a tap ``t``, and a SELECT of each (team_id, day) of the
+    cells ``fine`` with its taps and its packed columns."""
 
     table: str
-    column: str
     keys: dict[str, str]
+    columns: tuple[str, ...]
     packed: str
 
     def rebuild_sql(self) -> str:
@@ -349,11 +472,10 @@ class _CellLevel:
             OFFSET 0
         ) r ON true
     )
-    INSERT INTO {self.table} AS l (team_id, day, taps, {self.column})
-    SELECT team_id, day, coalesce(sum(taps), 0), coalesce({self.packed}, ''::bytea)
-    FROM fine GROUP BY team_id, day
+    INSERT INTO {self.table} AS l (team_id, day, taps, {", ".join(self.columns)})
+    {self.packed}
     ON CONFLICT (team_id, day) DO UPDATE
-    SET taps = EXCLUDED.taps, {self.column} = EXCLUDED.{self.column}
+    SET taps = EXCLUDED.taps, {", ".join(f"{c} = EXCLUDED.{c}" for c in self.columns)}
 """
 
     def _key_sql(self, *, named: bool = True) -> str:
@@ -362,15 +484,16 @@ class _CellLevel:
 
 _TAG_CELLS = _CellLevel(
     "analytics_tagday",
-    "cells",
     {"tag_id": "t.tag_id", "quarter": _QUARTER_SQL.format("t.created_at")},
-    _PACKED_CELLS_SQL,
+    ("tags", "cells"),
+    _PACKED_TAG_DAYS_SQL,
 )
 _MINUTE_CELLS = _CellLevel(
     "analytics_minuteday",
-    "minutes",
     {"minute": _MINUTE_SQL.format("t.created_at")},
-    _PACKED_MINUTES_SQL,
+    ("minutes",),
+    f"""SELECT team_id, day, coalesce(sum(taps), 0), coalesce({_PACKED_MINUTES_SQL}, ''::bytea)
+    FROM fine GROUP BY team_id, day""",
 )
 _REFRESH_TAG_DAYS_SQL = _TAG_CELLS.rebuild_sql()
 _REFRESH_MINUTE_DAYS_SQL = _MINUTE_CELLS.rebuild_sql()
@@ -521,11 +644,11 @@ def _day_level_differences(team_ids: Sequence[int] | None) -> list[RollupDiffere
         stored = level.model.objects.all()
         if team_ids is not None:
             stored = stored.filter(team_id__in=team_ids)
-        for team_id, day, taps, packed in stored.values_list(
-            "team_id", "day", "taps", level.column
+        for team_id, day, taps, *columns in stored.values_list(
+            "team_id", "day", "taps", *level.columns
         ):
             want_taps, want_packed = expected.pop((team_id, day), (0, level.empty))
-            if (taps, bytes(packed)) != (want_taps, want_packed):
+            if (taps, level.joined(columns)) != (want_taps, want_packed):
                 differences.append(
                     RollupDifference(level.name, team_id, day_start(day), want_taps, taps)
                 )

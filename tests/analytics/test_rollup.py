@@ -12,9 +12,11 @@ from analytics.rollup import (
     pack_quarters,
     pack_tag_cells,
     refresh_all_day_levels,
+    split_tag_day,
     unpack_minutes,
     unpack_quarters,
     unpack_tag_cells,
+    unpack_tag_directory,
 )
 from teams.models import Tag, Team
 from tests.conftest import add_taps
@@ -94,8 +96,8 @@ def test_the_day_level_holds_each_utc_day_by_quarter_hour(stored: Tag) -> None:
 def test_the_tag_day_level_holds_each_tags_quarter_hours(stored: Tag, team: Team) -> None:
     Tag.objects.create(uid=9, team=team)
     add_taps((6, 9, 64, "2024-03-01T23:59:00Z"))
-    cells = TagDay.objects.get(day=date(2024, 3, 1)).cells
-    tags, taps, quarters = unpack_tag_cells(cells)
+    day = TagDay.objects.get(day=date(2024, 3, 1))
+    tags, taps, quarters = unpack_tag_cells(bytes(day.tags) + bytes(day.cells))
 
     # Ordered by tag, then quarter hour.
     assert list(zip(tags.tolist(), quarters.tolist(), taps.tolist(), strict=True)) == [
@@ -103,6 +105,10 @@ def test_the_tag_day_level_holds_each_tags_quarter_hours(stored: Tag, team: Team
         (stored.uid, 0, 2 + 4 + 16),
         (stored.uid, 1, 8),
     ]
+    # Each tag's taps over the day, and the end of its cells.
+    directory = [column.tolist() for column in unpack_tag_directory(day.tags)]
+    assert directory == [[9, stored.uid], [64, 2 + 4 + 16 + 8], [1, 3]]
+    assert len(day.cells) == 3 * (8 + 1)
 
 
 def test_the_minute_day_level_holds_each_utc_minute_with_taps(stored: Tag) -> None:
@@ -134,30 +140,61 @@ def test_postgresql_compresses_a_busy_days_cells_with_lz4(team: Team) -> None:
 
     with connection.cursor() as cursor:
         cursor.execute(
-            "SELECT pg_column_compression(t.cells), pg_column_compression(m.minutes) "
+            "SELECT pg_column_compression(t.tags), pg_column_compression(t.cells), "
+            "pg_column_compression(m.minutes) "
             "FROM analytics_tagday t JOIN analytics_minuteday m USING (team_id, day)"
         )
-        assert cursor.fetchall() == [("lz4", "lz4")]
+        assert cursor.fetchall() == [("lz4", "lz4", "lz4")]
 
 
-def test_days_packed_in_an_older_order_are_rewritten_in_tag_order(stored: Tag, team: Team) -> None:
+def test_a_day_packed_without_its_directory_is_rebuilt(stored: Tag, team: Team) -> None:
     Tag.objects.create(uid=9, team=team)
     add_taps((6, 9, 64, "2024-03-01T23:59:00Z"))
-    by_quarter = [(stored.uid, 0, 2 + 4 + 16), (stored.uid, 1, 8), (9, 95, 64)]
     day = TagDay.objects.filter(day=date(2024, 3, 1))
-    day.update(cells=_cells_as_stored(by_quarter))
+    day.update(
+        tags=bytes(4), cells=_cells_as_packed_before_0012([(9, 95, 64), (stored.uid, 0, 22)])
+    )
     assert find_rollup_differences()[0] == 1
 
     refresh_all_day_levels()
 
     assert find_rollup_differences() == (0, [])
-    tags, taps, quarters = unpack_tag_cells(day.get().cells)
-    assert tags.tolist() == [9, stored.uid, stored.uid]
+    assert unpack_tag_directory(day.get().tags)[0].tolist() == [9, stored.uid]
 
 
-def _cells_as_stored(cells: list[tuple[int, int, int]]) -> bytes:
-    """(tag, quarter, taps) cells packed in the given order, as releases before the
-    tag order wrote them."""
+@pytest.mark.django_db(transaction=True)
+def test_migration_0012_repacks_every_tag_day(tag: Tag) -> None:
+    add_taps((1, tag.uid, 2, "2024-03-01T00:00:00Z"))
+    try:
+        call_command("migrate", "analytics", "0011", verbosity=0)
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "UPDATE analytics_tagday SET cells = %s",
+                [_cells_as_packed_before_0012([(tag.uid, 0, 2)])],
+            )
+            # A day whose taps are gone keeps empty rows.
+            cursor.execute(
+                "INSERT INTO analytics_teamday (team_id, day, taps, quarters) "
+                "VALUES (%s, %s, 0, %s)",
+                [tag.team_id, date(2024, 3, 2), bytes(768)],
+            )
+            cursor.execute(
+                "INSERT INTO analytics_tagday (team_id, day, taps, cells) VALUES (%s, %s, 0, %s)",
+                [tag.team_id, date(2024, 3, 2), b""],
+            )
+    finally:
+        call_command("migrate", "analytics", verbosity=0)
+
+    assert find_rollup_differences() == (0, [])
+    repacked = TagDay.objects.get(day=date(2024, 3, 1))
+    assert unpack_tag_directory(repacked.tags)[1].tolist() == [2]
+    emptied = TagDay.objects.get(day=date(2024, 3, 2))
+    assert (emptied.taps, bytes(emptied.tags), bytes(emptied.cells)) == (0, bytes(4), b"")
+
+
+def _cells_as_packed_before_0012(cells: list[tuple[int, int, int]]) -> bytes:
+    """(tag, quarter, taps) cells packed in the given order as releases before the
+    directory wrote them: every cell's tag, taps, then quarter."""
     tags, quarters, taps = zip(*cells, strict=True)
     return (
         b"".join(tag.to_bytes(8, "big") for tag in tags)
@@ -169,9 +206,8 @@ def _cells_as_stored(cells: list[tuple[int, int, int]]) -> bytes:
 def test_verify_rollup_reports_a_drifted_day_and_rebuild_mends_it(stored: Tag, team: Team) -> None:
     TeamDay.objects.filter(day=date(2024, 3, 1)).update(quarters=pack_quarters([30] + [0] * 95))
     TeamDay.objects.filter(day=date(2024, 2, 29)).delete()
-    TagDay.objects.filter(day=date(2024, 3, 1)).update(
-        cells=pack_tag_cells([stored.uid], [30], [0])
-    )
+    directory, cells = split_tag_day(pack_tag_cells([stored.uid], [30], [0]))
+    TagDay.objects.filter(day=date(2024, 3, 1)).update(tags=directory, cells=cells)
     MinuteDay.objects.filter(day=date(2024, 3, 1)).update(minutes=pack_minutes([0], [30]))
 
     total, differences = find_rollup_differences()

@@ -37,7 +37,7 @@ def bucket_of(at: datetime) -> datetime:
 def tag_day_sums() -> dict[tuple[int, datetime], int]:
     sums = {}
     for day in TagDay.objects.all():
-        tags, taps, quarters = unpack_tag_cells(day.cells)
+        tags, taps, quarters = unpack_tag_cells(bytes(day.tags) + bytes(day.cells))
         for tag, count, quarter in zip(
             tags.tolist(), taps.tolist(), quarters.tolist(), strict=True
         ):
