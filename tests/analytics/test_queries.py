@@ -328,6 +328,58 @@ def test_limit_keeps_the_largest_tags_and_the_total_counts_every_tag() -> None:
     assert [p.taps for p in counts.series[1].periods] == [0, 3, 0]
 
 
+@pytest.mark.django_db
+@pytest.mark.parametrize("zone", ["UTC", "Asia/Kolkata", "America/New_York"])
+@pytest.mark.parametrize("interval", [Interval.DAY, Interval.WEEK])
+@pytest.mark.parametrize("given_as", ["dates", "instants"])
+def test_a_ranking_over_many_days_matches_the_reference(
+    zone: str, interval: Interval, given_as: str
+) -> None:
+    # Whole UTC days are ranked from the tag day level's directories; days the range or
+    # a local boundary cuts, from their cells; instants off the quarter hours, from the
+    # raw taps. Eight tags, three shown.
+    team = Team.objects.create(name="Ranked")
+    uids = range(601, 609)
+    Tag.objects.bulk_create(Tag(uid=uid, team=team) for uid in uids)
+    first = datetime(2024, 3, 1, tzinfo=UTC)
+    taps = [
+        TapRow(
+            tap_id=day * 10 + n,
+            tag_uid=uid,
+            count=(n % 4 + 1) * (day % 5 + 1),
+            at=first + timedelta(days=day, minutes=(n * 137 + day * 53) % 1440, seconds=n),
+        )
+        for day in range(45)
+        for n, uid in enumerate(uids)
+        if (day + n) % 3
+    ]
+    store_taps(taps)
+    local = ZoneInfo(zone)
+    if given_as == "dates":
+        start, end = Endpoint(day=date(2024, 3, 3)), Endpoint(day=date(2024, 4, 9))
+    else:
+        start = Endpoint(instant=datetime(2024, 3, 3, 7, 41, 13, tzinfo=UTC))
+        end = Endpoint(instant=datetime(2024, 4, 9, 17, 2, tzinfo=UTC))
+    query = TapQuery(start, end, local, interval, group_by_tag=True, fill=False, limit=3)
+    low, high = query.range()
+
+    counts = count_taps(team, query)
+
+    inside = [tap for tap in taps if low <= tap.at < high]
+    totals = Counter[int]()
+    for tap in inside:
+        totals[tap.tag_uid] += tap.count
+    shown = sorted(totals, key=lambda uid: (-totals[uid], uid))[:3]
+    assert counts.series is not None
+    assert [series.tag for series in counts.series] == shown
+    assert counts.total == sum(totals.values())
+    for series in counts.series:
+        own = [tap for tap in inside if tap.tag_uid == series.tag]
+        expected = reference_counts(own, low, high, interval, local, 0)
+        assert [(p.start.isoformat(), p.taps) for p in series.periods] == expected
+        assert series.total == totals[series.tag]
+
+
 # Worked examples of the rules in SPEC 6.1
 
 
