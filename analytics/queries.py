@@ -659,8 +659,8 @@ class _TagDays:
         params: list[Any] = [adapt(day) for day in with_cells or ()]
         params += [team.pk, adapt(self.first), adapt(self.last)]
         found = _fetched(_tag_days_sql(len(with_cells) if with_cells is not None else None), params)
-        # Every directory entry of the whole days, with its day and its cells' range;
-        # the cells read, joined, with where each day's start.
+        # Every directory entry of the days inside the range, with its day and its
+        # cells' range; and the cells read, joined, with the place of each day's first.
         indexes, tags, taps, ends, edges, cell_taps, cell_quarters = [], [], [], [], [], [], []
         cells_before = np.zeros(len(self.cut_day), dtype=np.int64)
         read = 0
