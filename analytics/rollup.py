@@ -62,9 +62,9 @@ def pack_tag_cells(tags: Sequence[int], counts: Sequence[int], quarters: Sequenc
     """A day's (tag, quarter hour, taps) cells, each (tag, quarter) once, as ``TagDay``
     stores them: its ``tags`` column followed by its ``cells`` column.
 
-    The directory lets a month with ``group_by=tag`` rank the tags from a few hundred
-    totals a day and read the cells of the tags it shows only; ordered by tag, a
-    month's cells are a few dozen sorted runs, which a stable sort merges
+    The directory lets a month with ``group_by=tag`` rank the tags from each tag's taps
+    over each day, and place only the cells of the tags it shows; ordered by tag, a
+    month's directories are a few dozen sorted runs, which a stable sort merges
     (``analytics.queries._TagCells``).
     """
     tag_array = np.asarray(tags, dtype=np.int64)
@@ -131,15 +131,15 @@ def split_tag_day(packed: bytes) -> tuple[bytes, bytes]:
     return packed[:size], packed[size:]
 
 
-def unpack_tag_directory(tags: bytes | memoryview) -> tuple[Any, Any, Any]:
+def unpack_tag_directory(directory: bytes | memoryview) -> tuple[Any, Any, Any]:
     """The ``(tags, taps, cell ends)`` arrays of a day's directory (a ``tags`` column, or
     a packed day, which starts with it)."""
-    size = _TAG_COUNT.unpack_from(tags)[0]
+    size = _TAG_COUNT.unpack_from(directory)[0]
     start = _TAG_COUNT.size
     return (
-        np.frombuffer(tags, dtype=">i8", count=size, offset=start),
-        np.frombuffer(tags, dtype=">i8", count=size, offset=start + 8 * size),
-        np.frombuffer(tags, dtype=">i4", count=size, offset=start + 16 * size),
+        np.frombuffer(directory, dtype=">i8", count=size, offset=start),
+        np.frombuffer(directory, dtype=">i8", count=size, offset=start + 8 * size),
+        np.frombuffer(directory, dtype=">i4", count=size, offset=start + 16 * size),
     )
 
 
