@@ -67,6 +67,12 @@ def _answers(url: str, *, healthy: bool = True) -> bool:
         return False
 
 
+def uvicorn_options() -> list[str]:
+    """The options ``scripts/serve`` gives uvicorn, from the file it reads them from."""
+    lines = (ROOT / "scripts" / "uvicorn-options").read_text().splitlines()
+    return [word for line in lines if not line.startswith("#") for word in line.split()]
+
+
 @contextmanager
 def serve(
     env: dict[str, str], *, workers: int = 2, port: int | None = None, healthy: bool = True
@@ -96,8 +102,7 @@ def serve(
             str(port),
             "--workers",
             str(workers),
-            "--lifespan",
-            "off",
+            *uvicorn_options(),
             "--log-level",
             "warning",
         ],

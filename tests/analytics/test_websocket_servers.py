@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import pytest
+from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
 from teams.keys import IssuedKey
@@ -68,3 +69,20 @@ def test_the_channel_layer_shards_over_several_redis_servers(
 
     assert answer == {"accepted": 1, "duplicates": 0}
     assert [(tap["type"], tap["id"]) for tap in taps] == [("tap", 11), ("tap", 11)]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_frame_far_larger_than_an_auth_message_closes_the_socket_unread(
+    read_key: IssuedKey,
+) -> None:
+    with serve({}, workers=1, port=free_port(LIVE_PORTS)) as server:
+        with connect(server.replace("http", "ws") + "/ws/v1/taps") as socket:
+            socket.send("x" * 100_000)
+            with pytest.raises(ConnectionClosed) as closed:
+                socket.recv(timeout=10)
+        # Other sockets are served as before.
+        with listening(server, read_key):
+            pass
+
+    assert closed.value.rcvd is not None
+    assert closed.value.rcvd.code == 1009  # message too big
