@@ -49,6 +49,9 @@ from teams.models import Team
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _NONE = np.zeros(0, dtype=np.int64)
+# Tags are summed by id, in an array as long as their ids' span, when that span is at
+# most four times their count plus this many (half a megabyte of int64s beyond that).
+_DENSE_SPAN = 65_536
 
 Compare = Literal["previous", "year"]
 
@@ -510,10 +513,10 @@ class _TagCells:
 
     @cached_property
     def _tag_index(self) -> tuple[Any, Any]:
-        """The distinct tags, sorted, and each cell's position among them, shared by the
-        ranking and the series: one stable sort, which merges the sorted runs of tags that
-        the day level stores (``np.unique`` and ``np.searchsorted`` took 9 ms for a busy
-        month where this takes 6)."""
+        """The distinct tags, sorted, and each cell's position among them, for the
+        series: one stable sort, which merges the sorted runs of tags that the day level
+        stores (``np.unique`` and ``np.searchsorted`` took 9 ms for a busy month where
+        this takes 6)."""
         order = np.argsort(self.tags, kind="stable")
         ordered = self.tags[order]
         first = np.empty(len(ordered), dtype=bool)
@@ -523,12 +526,31 @@ class _TagCells:
         positions[order] = np.cumsum(first) - 1
         return ordered[first], positions
 
+    @cached_property
+    def _tag_sums(self) -> tuple[Any, Any]:
+        """The distinct tags, sorted, and each one's taps. Where the ids lie close
+        together, summed by id; else after a sort, which need not be stable for a sum.
+        Ranking the 70,000 directory entries of a UTC month of team 1 at bench-10M (5,211
+        tags) took 0.8 ms by id and 1.8 ms after a sort, against 2.7 ms with the stable
+        sort and each entry's position of ``_tag_index``."""
+        if not self.tags.size:
+            return _NONE, _NONE
+        low = int(self.tags.min())
+        span = int(self.tags.max()) - low + 1
+        if span <= 4 * self.tags.size + _DENSE_SPAN:
+            offsets = self.tags - low
+            present = np.flatnonzero(np.bincount(offsets, minlength=span))
+            return present + low, sum_by(offsets, self.taps, span)[present]
+        order = np.argsort(self.tags)
+        ordered = self.tags[order]
+        starts = np.flatnonzero(np.concatenate(([True], ordered[1:] != ordered[:-1])))
+        return ordered[starts], np.add.reduceat(self.taps[order], starts)
+
     def busiest(self, limit: int, also: Sequence[int] = ()) -> list[int]:
         """The ``limit`` tags with the most taps, the most first, a tie to the lower
         tag; the tags in ``also`` are ranked too, with no taps if they have none. Ranked
         in NumPy: sorting a busy month's 5,000 tags with a Python key took 3 ms."""
-        distinct, positions = self._tag_index
-        sums = sum_by(positions, self.taps, len(distinct))
+        distinct, sums = self._tag_sums
         absent = np.setdiff1d(np.asarray(also, dtype=np.int64), distinct) if also else _NONE
         if absent.size:
             distinct = np.concatenate([distinct, absent])

@@ -611,6 +611,18 @@ def test_tag_cells_sum_by_tag_whatever_their_order(cells: list[tuple[int, int, i
     }
 
 
+@pytest.mark.parametrize("spread", [1, 2**40])
+def test_tag_cells_rank_alike_whether_their_ids_are_close_or_far_apart(spread: int) -> None:
+    # Close ids are summed by id, far ones after a sort: both rank the same.
+    tags = np.array([3, 1, 2, 3, 1, 4, 3, 2], dtype=np.int64) * spread
+    taps = np.array([1, 5, 2, 2, 1, 7, 1, 1], dtype=np.int64)
+    grid = _TagCells(tags, np.zeros(len(tags), dtype=np.int64), taps)
+
+    # sums: tag 4: 7, tag 1: 6, tag 3: 4, tag 2: 3
+    assert grid.busiest(3) == [4 * spread, 1 * spread, 3 * spread]
+    assert grid.busiest(9, also=[5 * spread]) == [n * spread for n in (4, 1, 3, 2, 5)]
+
+
 @pytest.mark.django_db
 @pytest.mark.parametrize("grouped", [False, True])
 def test_chosen_tags_are_read_from_their_taps_not_from_every_tags_day_cells(
