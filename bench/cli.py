@@ -231,6 +231,7 @@ def run(options: Options, argv: list[str]) -> None:
         "data": f"generate_taps --taps N --tags {data.TAGS} --teams {data.TEAMS}",
         "profile": profile.__dict__,
         "load_average": {"start": machine.load_average()},
+        "speed_probe": {"start": machine.speed_probe(options.pg_url)},
     }
     RESULTS.mkdir(exist_ok=True)
     sizes = []
@@ -243,6 +244,7 @@ def run(options: Options, argv: list[str]) -> None:
         say(f"{size.label}: done in {figures['seconds']:.0f} s; figures in {path}")
     meta["seconds"] = time.monotonic() - started
     meta["load_average"]["end"] = machine.load_average()
+    meta["speed_probe"]["end"] = machine.speed_probe(options.pg_url)
     options.out.parent.mkdir(parents=True, exist_ok=True)
     options.out.write_text(render({"meta": meta, "sizes": sizes}))
     say(f"report in {options.out} ({meta['seconds']:.0f} s)")

@@ -2,7 +2,9 @@
 
 import os
 import platform
+import statistics
 import subprocess
+import time
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
@@ -32,6 +34,23 @@ def _cpu_model() -> str:
 def load_average() -> str:
     """The 1, 5 and 15 minute load averages: other work on the machine shows here."""
     return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
+PROBE_ROWS = 1_000_000
+PROBE_REPEATS = 5
+
+
+def speed_probe(pg_url: str) -> dict[str, float]:
+    """Milliseconds of two fixed workloads, the median of five each: a Python loop and a
+    PostgreSQL sum, each a million numbers. The machine's speed moved two- to threefold
+    between runs for the same code; these say how fast it ran apart from the code."""
+    loops = []
+    for _ in range(PROBE_REPEATS):
+        started = time.perf_counter()
+        sum(number * number for number in range(PROBE_ROWS))
+        loops.append((time.perf_counter() - started) * 1000)
+    sums = postgres.sum_ms(pg_url, PROBE_ROWS, PROBE_REPEATS)
+    return {"python_ms": statistics.median(loops), "postgresql_ms": statistics.median(sums)}
 
 
 def machine() -> dict[str, Any]:

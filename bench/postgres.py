@@ -1,6 +1,7 @@
 """The benchmark's PostgreSQL databases, through psycopg (installed with the project)."""
 
 import re
+import time
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
@@ -31,6 +32,19 @@ def server_version(server_url: str) -> str:
     with _connect(database_url(server_url, "postgres")) as connection:
         row = connection.execute("SHOW server_version").fetchone()
     return str(row[0]) if row else "unknown"
+
+
+def sum_ms(server_url: str, rows: int, repeats: int) -> list[float]:
+    """Milliseconds of each of ``repeats`` sums over ``rows`` generated rows, on one
+    connection, without JIT compiling (whose cost varies more than the sum's)."""
+    with _connect(database_url(server_url, "postgres")) as connection:
+        connection.execute("SET jit = off")
+        times = []
+        for _ in range(repeats):
+            started = time.perf_counter()
+            connection.execute("SELECT sum(i) FROM generate_series(1, %s) AS i", [rows])
+            times.append((time.perf_counter() - started) * 1000)
+    return times
 
 
 def recreate_database(server_url: str, name: str) -> str:

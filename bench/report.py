@@ -185,6 +185,10 @@ def _latency_cells(figures: dict[str, Any]) -> list[str]:
     return [str(figures["requests"]), *(ms(_latency(figures, p)) for p in ("p50", "p95", "p99"))]
 
 
+def _probe_ms(probe: dict[str, float]) -> str:
+    return f"{probe['python_ms']:.0f} / {probe['postgresql_ms']:.0f}"
+
+
 def _run_section(meta: dict[str, Any]) -> str:
     git = meta["git"]
     machine = meta["machine"]
@@ -204,6 +208,15 @@ def _run_section(meta: dict[str, Any]) -> str:
             f"{load['start']} at the start, {load['end']} at the end",
         ),
     ]
+    # Runs from before the probe have none.
+    if probe := meta.get("speed_probe"):
+        rows.append(
+            (
+                "speed probe: a Python loop / a PostgreSQL sum, a million numbers each "
+                "(ms, median of 5)",
+                f"{_probe_ms(probe['start'])} at the start, {_probe_ms(probe['end'])} at the end",
+            )
+        )
     versions = meta["versions"]
     return "\n\n".join(
         [

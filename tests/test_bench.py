@@ -12,16 +12,17 @@ from django.http import QueryDict
 from django.test import Client
 
 from analytics.filters import read_tap_query
-from bench import cpu
+from bench import cpu, machine
 from bench.baseline import trunc_sum
 from bench.cli import parse_options
+from bench.errors import BenchError
 from bench.figures import parse_sizes, percentile, ratio, summarize
 from bench.measure import log_lines
 from bench.report import growth_rows, render, targets
 from bench.scenarios import LATENCY_QUERIES, REPEATED_QUERY
 from teams.keys import IssuedKey
 from teams.models import Tag
-from tests.conftest import add_taps
+from tests.conftest import add_taps, in_ci
 
 
 def test_sizes_keep_their_order_and_labels() -> None:
@@ -184,6 +185,10 @@ META = {
     "data": "generate_taps --taps N --tags 20000 --teams 50",
     "seconds": 321.0,
     "load_average": {"start": "0.50 0.40 0.30", "end": "2.00 1.00 0.50"},
+    "speed_probe": {
+        "start": {"python_ms": 61.4, "postgresql_ms": 88.6},
+        "end": {"python_ms": 120.2, "postgresql_ms": 170.0},
+    },
 }
 
 
@@ -193,6 +198,7 @@ def test_the_report_tabulates_the_run() -> None:
     assert "| commit | 0123456789ab (bench-harness, dirty tree) |" in text
     assert "| 2 | 24.0 GiB | AMD EPYC | 6.1 |" in text
     assert "| 0.50 0.40 0.30 at the start, 2.00 1.00 0.50 at the end |" in text
+    assert "(ms, median of 5) | 61 / 89 at the start, 120 / 170 at the end |" in text
     assert "| 3.11.7 | 5.2.19 | wrk 4.1.0 |" in text
     assert "| 100,000 | 2.0 s | 50,000 | 94 MB | 0.5 s |" in text
     assert "| a year by day, UTC | 300 | 5.00 | 7.00 | 9.00 | 50 | 100.0 | 150.0 | ×20 |" in text
@@ -207,6 +213,24 @@ def test_the_report_tabulates_the_run() -> None:
     assert "| distinct month-by-day queries | – | – | – | – | – | – |" in text
     assert "Smoke run" not in text
     assert "## Growth" not in text
+
+
+def test_a_run_from_before_the_speed_probe_renders_without_it() -> None:
+    meta = {key: value for key, value in META.items() if key != "speed_probe"}
+    assert "speed probe" not in render({"meta": meta, "sizes": [size_figures()]})
+
+
+def test_the_speed_probe_times_python_and_postgresql() -> None:
+    # Real work on a real server: only that both are timed, not how fast.
+    server_url = os.environ.get("TAPS_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432")
+    try:
+        probe = machine.speed_probe(server_url)
+    except BenchError as error:
+        if in_ci():
+            raise
+        pytest.skip(str(error))
+    assert probe["python_ms"] > 0
+    assert probe["postgresql_ms"] > 0
 
 
 def test_every_table_row_has_as_many_cells_as_its_header() -> None:
