@@ -36,7 +36,7 @@ def server_version(server_url: str) -> str:
 
 def sum_ms(server_url: str, rows: int, repeats: int) -> list[float]:
     """Milliseconds of each of ``repeats`` sums over ``rows`` generated rows, on one
-    connection, without JIT compiling (whose cost varies more than the sum's)."""
+    connection, with JIT compiling off, which servers set differently."""
     with _connect(database_url(server_url, "postgres")) as connection:
         connection.execute("SET jit = off")
         times = []
