@@ -5,9 +5,11 @@ The indexes are dropped and built outside any transaction, so these tests commit
 real; SQLite keeps its indexes through every load.
 """
 
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
+import psycopg
 import pytest
 from django.db import connection
 
@@ -63,12 +65,14 @@ def load_watching_indexes(
     stop_after_batch: int | None = None,
     strict: bool = False,
     before_stop: Callable[[], None] = lambda: None,
+    each_batch: Callable[[LoadReport], None] = lambda report: None,
 ) -> list[tuple[IndexState, ...]]:
     """Load with batches of 4 taps on two connections; the indexes' states after each."""
     seen = []
 
     def after_batch(report: LoadReport) -> None:
         seen.append(indexes_state())
+        each_batch(report)
         if report.tap_batches == stop_after_batch:
             before_stop()
             raise KeyboardInterrupt
@@ -105,6 +109,34 @@ def test_a_first_load_stores_the_taps_then_builds_the_indexes(
     assert_indexes_built()
     assert Tap.objects.filter(tag_id=1000000002).count() == 4  # the index answers
     assert_rollups_exact()
+
+
+def test_the_builds_after_a_first_load_do_not_wait_for_a_reader(
+    tags_csv: Path, tmp_path: Path
+) -> None:
+    # A transaction that has read the table keeps its snapshot to its end: a build
+    # CONCURRENTLY would wait for it (until the timer ends it), a plain build does not.
+    taps = write_csv(tmp_path / "taps.csv", TAPS_HEADER, *good_rows(10))
+    reader = psycopg.connect(**connection.get_connection_params(), autocommit=True)
+    timer = threading.Timer(10, reader.rollback)
+
+    def start_reading(report: LoadReport) -> None:
+        if report.tap_batches == 1:
+            reader.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
+            reader.execute("SELECT count(*) FROM analytics_tap")
+            timer.start()
+
+    try:
+        load_watching_indexes(tags_csv, taps, each_batch=start_reading)
+        still_reading = reader.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS
+    finally:
+        timer.cancel()
+        reader.rollback()
+        reader.close()
+
+    assert still_reading
+    assert_indexes_built()
+    assert Tap.objects.count() == 10
 
 
 def test_a_load_into_a_table_with_taps_keeps_the_indexes(tags_csv: Path, tmp_path: Path) -> None:
