@@ -181,6 +181,83 @@ def growth_rows(small: dict[str, Any], large: dict[str, Any]) -> list[Row]:
     return rows
 
 
+def _mean(values: Sequence[float | None]) -> float | None:
+    """The mean, or None if any value is missing."""
+    present = [value for value in values if value is not None]
+    return sum(present) / len(present) if present and len(present) == len(values) else None
+
+
+def growth_check_rows(check: dict[str, Any]) -> list[Row]:
+    """Each query's p50 at the two sizes in every round of the growth check, the p50
+    ratio of each round, and the mean p50 and p99 ratios over the rounds."""
+    small, large = check["sizes"]
+    rounds = [
+        {label: {entry["query"]: entry for entry in passes[label]} for label in (small, large)}
+        for passes in check["rounds"]
+    ]
+    rows: list[Row] = []
+    for entry in check["rounds"][0][small]:
+        query = entry["query"]
+        p50s = {
+            label: [_latency(measured[label][query]["rollup"], "p50") for measured in rounds]
+            for label in (small, large)
+        }
+        p50_ratios = [ratio(a, b) for a, b in zip(p50s[large], p50s[small], strict=True)]
+        p99_ratios = [
+            ratio(
+                _latency(measured[large][query]["rollup"], "p99"),
+                _latency(measured[small][query]["rollup"], "p99"),
+            )
+            for measured in rounds
+        ]
+        p50, p99 = _mean(p50_ratios), _mean(p99_ratios)
+        met = None if p50 is None or p99 is None else p50 <= 1.3 and p99 <= 1.3
+        rows.append(
+            (
+                entry["title"],
+                ", ".join(ms(value) for value in p50s[small]),
+                ", ".join(ms(value) for value in p50s[large]),
+                ", ".join(times(value) for value in p50_ratios),
+                times(p50),
+                times(p99),
+                "≤ 1.3",
+                verdict(met),
+            )
+        )
+    return rows
+
+
+def _growth_check_section(check: dict[str, Any]) -> str:
+    small, large = check["sizes"]
+    rounds = len(check["rounds"])
+    requests = check["rounds"][0][small][0]["rollup"]["requests"]
+    return "\n\n".join(
+        [
+            f"## Growth, measured in turn: {large} over {small}",
+            f"After the last size, {small} and {large} were served again in turn, "
+            f"{rounds} times ({', '.join([small, large] * rounds)}), each pass as in its "
+            f"size's run (the warm-up, then {requests} cold requests a query, without the "
+            "baselines), with Redis emptied first: the two sizes' figures then come from "
+            "the same minutes "
+            "of the machine, whose speed drifts over a run. Ratios of the p50 in each "
+            f"round; the mean over the rounds, of the p50 and the p99 ({check['seconds']:.0f} s).",
+            table(
+                [
+                    "query",
+                    f"{small} p50, ms",
+                    f"{large} p50, ms",
+                    "p50 ratio, each round",
+                    "p50 ratio, mean",
+                    "p99 ratio, mean",
+                    "target",
+                    "met?",
+                ],
+                growth_check_rows(check),
+            ),
+        ]
+    )
+
+
 def _latency_cells(figures: dict[str, Any]) -> list[str]:
     return [str(figures["requests"]), *(ms(_latency(figures, p)) for p in ("p50", "p95", "p99"))]
 
@@ -459,4 +536,6 @@ def render(run: dict[str, Any]) -> str:
             f"## Growth: {large['size']} over {small['size']}",
             table(["query", "p50 ratio", "p99 ratio", "target", "met?"], growth_rows(small, large)),
         ]
+    if run.get("growth_check"):
+        parts.append(_growth_check_section(run["growth_check"]))
     return "\n\n".join(parts) + "\n"

@@ -18,7 +18,7 @@ from bench.cli import parse_options
 from bench.errors import BenchError
 from bench.figures import parse_sizes, percentile, ratio, summarize
 from bench.measure import log_lines
-from bench.report import growth_rows, render, targets
+from bench.report import growth_check_rows, growth_rows, render, targets
 from bench.scenarios import LATENCY_QUERIES, REPEATED_QUERY
 from teams.keys import IssuedKey
 from teams.models import Tag
@@ -234,7 +234,9 @@ def test_the_speed_probe_times_python_and_postgresql() -> None:
 
 
 def test_every_table_row_has_as_many_cells_as_its_header() -> None:
-    text = render({"meta": META, "sizes": [size_figures(), size_figures(scale=3.0)]})
+    sizes = [size_figures(), size_figures(scale=3.0)]
+    check = growth_check((1.0, 2.0), (3.0, 3.0))
+    text = render({"meta": META, "sizes": sizes, "growth_check": check})
     widths: list[int] = []
     for line in text.splitlines():
         if not line.startswith("|"):
@@ -297,6 +299,41 @@ def test_growth_divides_the_largest_size_by_the_smallest() -> None:
     assert rows[-1] == ("the same query repeated", "×1.00", "×1.00", "≤ 1.3", "met")
     text = render({"meta": META, "sizes": [large, small]})
     assert "## Growth: 10M over 100k" in text
+
+
+def growth_check(
+    small_scales: tuple[float, ...], large_scales: tuple[float, ...]
+) -> dict[str, Any]:
+    """A growth check's figures as cli.growth_check returns them, a round per pair of
+    scales."""
+    rounds = [
+        {"100k": size_figures(scale=small)["latency"], "10M": size_figures(scale=large)["latency"]}
+        for small, large in zip(small_scales, large_scales, strict=True)
+    ]
+    return {"sizes": ["100k", "10M"], "rounds": rounds, "seconds": 200.0}
+
+
+def test_the_growth_check_divides_within_each_round_then_averages_the_rounds() -> None:
+    # Round one: 5 and 6 ms; round two, on a slower machine: 10 and 14 ms.
+    rows = growth_check_rows(growth_check((1.0, 2.0), (1.2, 2.8)))
+    assert rows[0] == (
+        "a year by day, UTC", "5.00, 10.0", "6.00, 14.0", "×1.20, ×1.40", "×1.30", "×1.30",
+        "≤ 1.3", "met",
+    )  # fmt: skip
+    assert len(rows) == len(LATENCY_QUERIES)
+    assert growth_check_rows(growth_check((1.0, 1.0), (1.0, 1.7)))[0][-1] == "**missed**"
+
+
+def test_the_report_shows_the_growth_check_of_a_run_that_made_one() -> None:
+    large = copy.deepcopy(size_figures(scale=2.0))
+    large.update(size="10M", taps=10_000_000)
+    sizes = [size_figures(), large]
+    check = growth_check((1.0, 1.0), (1.1, 1.1))
+    text = render({"meta": META, "sizes": sizes, "growth_check": check})
+    assert "## Growth, measured in turn: 10M over 100k" in text
+    assert "2 times (100k, 10M, 100k, 10M)" in text
+    assert "| a year by day, UTC | 5.00, 5.00 | 5.50, 5.50 | ×1.10, ×1.10 | ×1.10 |" in text
+    assert "measured in turn" not in render({"meta": META, "sizes": sizes})
 
 
 def test_server_log_lines_are_counted_by_kind() -> None:
