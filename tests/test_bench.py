@@ -324,6 +324,14 @@ def test_the_growth_check_divides_within_each_round_then_averages_the_rounds() -
     assert growth_check_rows(growth_check((1.0, 1.0), (1.0, 1.7)))[0][-1] == "**missed**"
 
 
+def test_the_growth_check_judges_by_the_p50() -> None:
+    check = growth_check((1.0,), (1.0,))
+    for entry in check["rounds"][0]["10M"]:
+        entry["rollup"]["latency_ms"]["p99"] *= 3
+    row = growth_check_rows(check)[0]
+    assert row[4:] == ("×1.00", "×3.00", "≤ 1.3", "met")
+
+
 def test_the_report_shows_the_growth_check_of_a_run_that_made_one() -> None:
     large = copy.deepcopy(size_figures(scale=2.0))
     large.update(size="10M", taps=10_000_000)
