@@ -239,22 +239,17 @@ def growth_check(
     started = time.monotonic()
     profile = replace(profile, latency_requests=min(profile.latency_requests, GROWTH_REQUESTS))
     rounds = []
-    try:
-        for number in range(1, GROWTH_ROUNDS + 1):
-            passes = {}
-            for size in kept:
-                say(f"growth check, round {number} of {GROWTH_ROUNDS}: {size.label}")
-                machine.empty_redis(options.redis_url)
-                log = LOGS / size.label / f"growth-{number}.log"
-                with serve(size.env, port=port, log=log) as server:
-                    passes[size.label] = measure.latency(
-                        server, size.read_key, profile, tag=size.tag, baseline=False
-                    )
-            rounds.append(passes)
-    finally:
-        if not options.keep_db:
-            for size in kept:
-                postgres.drop_database(options.pg_url, size.name)
+    for number in range(1, GROWTH_ROUNDS + 1):
+        passes = {}
+        for size in kept:
+            say(f"growth check, round {number} of {GROWTH_ROUNDS}: {size.label}")
+            machine.empty_redis(options.redis_url)
+            log = LOGS / size.label / f"growth-{number}.log"
+            with serve(size.env, port=port, log=log) as server:
+                passes[size.label] = measure.latency(
+                    server, size.read_key, profile, tag=size.tag, baseline=False
+                )
+        rounds.append(passes)
     return {
         "sizes": [size.label for size in kept],
         "rounds": rounds,
@@ -293,32 +288,31 @@ def run(options: Options, argv: list[str]) -> None:
     }
     RESULTS.mkdir(exist_ok=True)
     ordered = sorted(options.sizes, key=lambda size: size.taps)
-    # The growth check compares the smallest size with the largest: a full run of more
-    # than one size keeps their databases until it is done.
+    # The growth check compares the smallest size with the largest: a run of more than
+    # one size keeps their databases until it is done.
     compared = (ordered[0], ordered[-1]) if len(ordered) > 1 else ()
-    sizes, kept = [], []
     kind = "-quick" if options.quick else ""
+    run_figures: dict[str, Any] = {"meta": meta, "sizes": []}
+    kept: list[KeptSize] = []
     try:
         for size in ordered:
             figures, kept_size = run_size(size, options, profile, port, keep=size in compared)
-            sizes.append(figures)
+            run_figures["sizes"].append(figures)
             if kept_size is not None:
                 kept.append(kept_size)
             path = RESULTS / f"{size.label}{kind}-{date:%Y%m%dT%H%M%SZ}.json"
             path.write_text(json.dumps({"meta": meta, **figures}, indent=1) + "\n")
             say(f"{size.label}: done in {figures['seconds']:.0f} s; figures in {path}")
-    except BaseException:
+        if kept:
+            check = growth_check(kept, options, profile, port)
+            run_figures["growth_check"] = check
+            path = RESULTS / f"growth{kind}-{date:%Y%m%dT%H%M%SZ}.json"
+            path.write_text(json.dumps({"meta": meta, **check}, indent=1) + "\n")
+            say(f"growth check: done in {check['seconds']:.0f} s; figures in {path}")
+    finally:
         if not options.keep_db:
             for kept_size in kept:
                 postgres.drop_database(options.pg_url, kept_size.name)
-        raise
-    run_figures: dict[str, Any] = {"meta": meta, "sizes": sizes}
-    if kept:
-        check = growth_check(kept, options, profile, port)
-        run_figures["growth_check"] = check
-        path = RESULTS / f"growth{kind}-{date:%Y%m%dT%H%M%SZ}.json"
-        path.write_text(json.dumps({"meta": meta, **check}, indent=1) + "\n")
-        say(f"growth check: done in {check['seconds']:.0f} s; figures in {path}")
     meta["seconds"] = time.monotonic() - started
     meta["load_average"]["end"] = machine.load_average()
     meta["speed_probe"]["end"] = machine.speed_probe(options.pg_url)
